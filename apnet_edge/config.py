@@ -93,6 +93,7 @@ class SolverConfig:
 class TrainConfig:
     seed: int = 1
     eval_period: int = 40  # validate every N epochs (and at the end)
+    eval_at_start: bool = False  # also validate the untrained model (logged as epoch 0)
     checkpoint_keep: int = 5
     flip_test: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -1,0 +1,358 @@
+"""The single command-line entry: ``apnet-edge <command> ...``.
+
+Each subcommand imports its stage only when it runs, so ``apnet-edge --help`` and the runtime commands work
+on a device without PyTorch, TensorRT, OpenVINO or Ultralytics. Library code raises
+:class:`apnet_edge.errors.ApnetError`; this module turns it into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from apnet_edge import __version__
+from apnet_edge.errors import ApnetError
+
+EXIT_USAGE = 2
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+_HELP: dict[str, str] = {}
+
+
+def command(name: str, help: str):
+    """Register ``fn(args) -> exit code`` as subcommand ``name``; ``fn.configure(parser)`` adds its flags."""
+
+    def deco(fn: Callable[[argparse.Namespace], int]):
+        _HANDLERS[name] = fn
+        _HELP[name] = help
+        return fn
+
+    return deco
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- model-info
+
+
+def _add_model_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="experiment YAML (e.g. configs/apnet_c_market1501.yaml); defaults otherwise")
+    p.add_argument("--num-classes", type=int, default=0, help="identities of the classifier to count (default 0: none)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.level=1")
+
+
+@command("model-info", "parameters and multiply-accumulates of the configured model")
+def _model_info(args: argparse.Namespace) -> int:
+    from apnet_edge.config import load_config
+    from train.complexity import model_info
+
+    cfg = load_config(args.config, args.overrides)
+    info = model_info(cfg.model, num_classes=args.num_classes)
+    if args.json:
+        _out(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            _out(f"{k:<{width}}  {v}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. configs/apnet_c_market1501.yaml")
+    p.add_argument("--data-root", help="dataset folder (overrides data.root)")
+    p.add_argument("--output", required=True, help="run folder for checkpoints, logs and the resolved config")
+    p.add_argument("--resume", action="store_true", help="continue from <output>/last.pt if it exists")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (overrides train.device)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. solver.max_epochs=5")
+
+
+@command("train", "train APNet on a re-ID dataset (needs the 'train' extra)")
+def _train(args: argparse.Namespace) -> int:
+    from apnet_edge.config import load_config
+    from apnet_edge.errors import require
+
+    require("torch", "train", "training")
+    from train.trainer import Trainer
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={json.dumps(str(args.data_root))}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    cfg = load_config(args.config, overrides)
+    result = Trainer(cfg, args.output, resume=args.resume).fit()
+    _out(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- eval
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", "--model", dest="model", required=True,
+                   help="a checkpoint (.pt) or any model the runners accept (.onnx, .xml, .engine)")
+    p.add_argument("--dataset", default="market1501", help="market1501 | dukemtmcreid | cuhk03 | msmt17 | viper | folder")
+    p.add_argument("--data-root", required=True, help="dataset folder")
+    p.add_argument("--cuhk03-variant", default="labeled", choices=["labeled", "detected"])
+    p.add_argument("--backend", default="auto", help="runner backend for non-checkpoint models")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
+    p.add_argument("--no-flip", action="store_true", help="do not average with the horizontally flipped image")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (checkpoints only)")
+    p.add_argument("--trials", type=int, default=10, help="VIPeR: number of random 316/316 splits")
+    p.add_argument("--seed", type=int, default=0, help="VIPeR: seed of the first split")
+    p.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+
+
+@command("eval", "mAP / CMC / mINP of a model on a re-ID dataset")
+def _eval(args: argparse.Namespace) -> int:
+    from apnet_edge.evaluation import evaluate_model, format_metrics_table
+
+    result = evaluate_model(
+        args.model,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        cuhk03_variant=args.cuhk03_variant,
+        backend=args.backend,
+        metric=args.metric,
+        flip=not args.no_flip,
+        rerank=args.rerank,
+        batch_size=args.batch_size,
+        device=args.device,
+        trials=args.trials,
+        seed=args.seed,
+    )
+    _out(format_metrics_table(result))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(result, indent=2, sort_keys=True))
+        _out(f"wrote {args.json_out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- mine
+
+
+def _add_mine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", required=True, help="video file to mine person tracks from")
+    p.add_argument("--detector", required=True, help="person detector: a YOLOX ONNX model (e.g. yolox_nano.onnx)")
+    p.add_argument("--out", required=True, help="output folder (Market-1501 naming; use with --dataset folder)")
+    p.add_argument("--score", type=float, default=0.4, help="detector score threshold (default 0.4)")
+    p.add_argument("--min-track-length", type=int, default=20, help="clean boxes a track needs (default 20)")
+    p.add_argument("--min-height", type=int, default=64, help="smallest crop height in pixels (default 64)")
+    p.add_argument("--crops-per-track", type=int, default=16)
+    p.add_argument("--test-fraction", type=float, default=0.5, help="share of tracks held out for query/gallery")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("mine", "mine a pseudo-labelled re-ID folder (Market-1501 naming) from a video's person tracks")
+def _mine(args: argparse.Namespace) -> int:
+    from apnet_edge.detectors.yolox import YoloxDetector
+    from apnet_edge.mining import mine_video
+
+    detector = YoloxDetector(args.detector, score_threshold=args.score, threads=args.threads)
+    summary = mine_video(args.video, detector, args.out, min_track_length=args.min_track_length,
+                         crops_per_track=args.crops_per_track, min_height=args.min_height,
+                         test_fraction=args.test_fraction, max_frames=args.max_frames, seed=args.seed)
+    _out(json.dumps(summary, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.6 on JetPack 5 parses up to 17)")
+    p.add_argument("--normalize-in-graph", action="store_true",
+                   help="the graph takes BGR 0-255 pixels and normalises itself (devices feed uint8 crops directly)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
+    p.add_argument("--parity-video", help="video to cut real person crops from for the parity check")
+    p.add_argument("--parity-detector", help="YOLOX ONNX detector for those crops")
+    p.add_argument("--parity-dir", help="or: a folder of person crops for the parity check")
+    p.add_argument("--min-cosine", type=float, default=0.9999, help="per-crop cosine ONNX vs PyTorch (default 0.9999)")
+
+
+def _parity_crops(args: argparse.Namespace) -> Optional[list]:
+    """Real person crops for parity/calibration: from a folder, or cut from a video with a detector."""
+    if getattr(args, "parity_dir", None):
+        from apnet_edge.crops import read_image_folder
+
+        return read_image_folder(args.parity_dir, limit=64)
+    if getattr(args, "parity_video", None):
+        if not args.parity_detector:
+            raise ApnetError("--parity-video needs --parity-detector (a YOLOX ONNX model) to find the people")
+        from apnet_edge.crops import crops_from_video
+        from apnet_edge.detectors.yolox import YoloxDetector
+
+        return crops_from_video(args.parity_video, YoloxDetector(args.parity_detector), max_crops=64)
+    return None
+
+
+@command("export", "export a checkpoint's embedding path to ONNX, with the model card and a parity check")
+def _export(args: argparse.Namespace) -> int:
+    from export.onnx_export import export_onnx
+
+    crops = _parity_crops(args)
+    result = export_onnx(args.checkpoint, args.out, opset=args.opset, normalize_in_graph=args.normalize_in_graph,
+                         simplify=not args.no_simplify, parity_crops=crops, min_cosine=args.min_cosine)
+    _out(json.dumps(result.to_dict() if hasattr(result, "to_dict") else str(result), indent=2, default=str))
+    if crops is None:
+        _out("note: no real crops given (--parity-dir or --parity-video), parity was checked on random pixels only")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- quantize
+
+
+def _add_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, help="FP32 ONNX made by 'apnet-edge export'")
+    p.add_argument("--calib", required=True, help="folder of person crops (searched recursively) for calibration")
+    p.add_argument("--target", default="cpu", choices=["cpu", "tensorrt"],
+                   help="cpu: uint8 activations, int8 per-channel weights; tensorrt: symmetric int8 (explicit Q/DQ)")
+    p.add_argument("--out", required=True, help="INT8 Q/DQ ONNX to write")
+    p.add_argument("--num-calib", type=int, default=300, help="calibration crops to use (default 300)")
+    p.add_argument("--exclude", default="", help="comma-separated op types or node names to keep in float")
+
+
+@command("quantize", "post-training INT8 quantization to a Q/DQ ONNX, calibrated on real person crops")
+def _quantize(args: argparse.Namespace) -> int:
+    from export.quantize import quantize_onnx
+
+    exclude = [x for x in args.exclude.split(",") if x]
+    result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib,
+                           exclude=exclude)
+    _out(json.dumps(result.to_dict() if hasattr(result, "to_dict") else str(result), indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- verify
+
+
+def _add_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", help="reference model (FP32 ONNX or checkpoint)")
+    p.add_argument("--candidate", help="candidate model (FP16/INT8 ONNX, OpenVINO IR, engine)")
+    p.add_argument("--engine", help="TensorRT engine to check (same as --candidate)")
+    p.add_argument("--onnx", help="FP32 ONNX reference for --engine (same as --reference)")
+    p.add_argument("--data", required=True, help="folder of person crops, or a labelled folder in Market-1501 naming")
+    p.add_argument("--labelled", action="store_true", help="--data is a labelled re-ID folder: also compare mAP/rank-1")
+    p.add_argument("--min-cosine", type=float, help="mean cosine threshold (default: 0.999 FP16, 0.98 INT8)")
+    p.add_argument("--max-map-drop", type=float, default=0.01, help="largest allowed mAP drop (fraction, default 0.01)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="candidate precision if its card does not say")
+    p.add_argument("--json", dest="json_out", help="also write the result to this JSON file")
+
+
+@command("verify", "the accuracy gate: compare a candidate model's embeddings (and mAP) with a reference")
+def _verify(args: argparse.Namespace) -> int:
+    from apnet_edge.gate import compare_models
+
+    reference = args.reference or args.onnx
+    candidate = args.candidate or args.engine
+    if not reference or not candidate:
+        raise ApnetError("verify needs --reference and --candidate (or --onnx and --engine)")
+    result = compare_models(reference, candidate, args.data, labelled_root=args.data if args.labelled else None,
+                            min_mean_cosine=args.min_cosine, max_map_drop=args.max_map_drop, precision=args.precision)
+    report = result.to_dict()
+    _out(json.dumps(report, indent=2, default=str))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2, default=str))
+    if not result.passed:
+        print("apnet-edge verify: FAILED: " + "; ".join(result.reasons), file=sys.stderr)
+        return 1
+    _out("verify: passed")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- bench
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="any model the runners accept (.onnx, .xml, .pt, .engine)")
+    p.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | torch | tensorrt")
+    p.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default 1,16)")
+    p.add_argument("--threads", type=int, help="inference threads (default: the backend's)")
+    p.add_argument("--compare", help="a second model, measured in the same run; the table shows the ratio")
+    p.add_argument("--compare-backend", default="auto")
+    p.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per batch size")
+    p.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    p.add_argument("--plot", help="write latency and images/s against batch size to this PNG")
+
+
+@command("bench", "latency p50/p95/p99, images/s and memory of a model, per batch size")
+def _bench(args: argparse.Namespace) -> int:
+    from apnet_edge.bench import bench_model, format_table, plot_latency, write_json
+
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        raise ApnetError(f"--batch must be comma-separated integers like 1,8,32, found {args.batch!r}") from None
+    if not batches or min(batches) < 1:
+        raise ApnetError(f"--batch needs positive batch sizes, found {args.batch!r}")
+    results = [bench_model(args.model, args.backend, batches, args.threads, min_seconds=args.seconds)]
+    if args.compare:
+        results.append(bench_model(args.compare, args.compare_backend, batches, args.threads, min_seconds=args.seconds))
+    _out(format_table(results))
+    if args.json_out:
+        write_json(results, args.json_out)
+        _out(f"wrote {args.json_out}")
+    if args.plot:
+        _out(f"wrote {plot_latency(results, args.plot)}")
+    return 0
+
+
+_CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "model-info": _add_model_info,
+    "train": _add_train,
+    "eval": _add_eval,
+    "mine": _add_mine,
+    "export": _add_export,
+    "quantize": _add_quantize,
+    "verify": _add_verify,
+    "bench": _add_bench,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apnet-edge",
+        description="Person re-identification from training to live cameras (APNet, ONNX, TensorRT).",
+    )
+    parser.add_argument("--version", action="version", version=f"apnet-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, configure in _CONFIGURE.items():
+        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
+        configure(p)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(_HANDLERS[args.command](args) or 0)
+    except ApnetError as exc:
+        print(f"apnet-edge {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"apnet-edge {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
