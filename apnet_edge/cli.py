@@ -313,7 +313,24 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- run
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    from apnet_edge.pipeline.command import add_arguments
+
+    add_arguments(p)
+
+
+@command("run", "live multi-camera re-identification: detect, track, embed, match across cameras")
+def _run(args: argparse.Namespace) -> int:
+    from apnet_edge.pipeline.command import run
+
+    return run(args)
+
+
 _CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "run": _add_run,
     "model-info": _add_model_info,
     "train": _add_train,
     "eval": _add_eval,

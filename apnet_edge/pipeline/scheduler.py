@@ -1,0 +1,134 @@
+"""Embedding scheduler: which tracks get a re-ID embedding this iteration, and each track's running embedding.
+
+A track is embedded when it is new (never embedded), when a clearly better crop appears (quality above
+``better_crop_ratio`` x its best so far), or when it has not been embedded for ``refresh_frames`` frames. At most
+``budget_per_frame`` crops are chosen per iteration over all cameras (new tracks first, then better crops, then the
+stalest), so re-ID cost stays bounded however crowded the scene is. Crop quality in [0, 1] is
+``size * (0.5 if truncated at the border) * (1 - overlap with another person)``; crops below ``min_box_height`` or
+overlapping more than ``max_overlap_iou`` are never embedded. A track's embedding is the quality-weighted mean of its
+embeddings, L2-normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from apnet_edge.mining import box_iou
+from apnet_edge.pipeline.schema import ReidConfig
+
+
+def crop_quality(boxes: np.ndarray, frame_hw: tuple[int, int], cfg: ReidConfig) -> np.ndarray:
+    """(N,) quality in [0, 1] of boxes (N,4) x1,y1,x2,y2 pixels in a frame of (height, width); 0 = never embed."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros(0, np.float32)
+    h, w = frame_hw
+    heights = boxes[:, 3] - boxes[:, 1]
+    size = np.clip(heights / float(cfg.ref_box_height), 0.0, 1.0)
+    b = cfg.border_px
+    truncated = (boxes[:, 0] <= b) | (boxes[:, 1] <= b) | (boxes[:, 2] >= w - 1 - b) | (boxes[:, 3] >= h - 1 - b)
+    iou = box_iou(boxes, boxes)
+    np.fill_diagonal(iou, 0.0)
+    overlap = iou.max(axis=1) if len(boxes) > 1 else np.zeros(len(boxes), np.float32)
+    q = size * np.where(truncated, 0.5, 1.0) * (1.0 - overlap)
+    q[(heights < cfg.min_box_height) | (overlap > cfg.max_overlap_iou)] = 0.0
+    return q.astype(np.float32)
+
+
+@dataclass
+class TrackEmbedding:
+    """Running embedding state of one local track (bounded: one vector and a few numbers)."""
+
+    camera_id: str
+    track_id: int
+    first_frame: int
+    frames_seen: int = 0
+    last_embed_frame: int = -1
+    best_quality: float = 0.0
+    weight: float = 0.0
+    _sum: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def embedding(self) -> Optional[np.ndarray]:
+        """(D,) float32 L2-normalised quality-weighted mean embedding, or None before the first one."""
+        if self._sum is None:
+            return None
+        n = float(np.linalg.norm(self._sum))
+        return (self._sum / max(n, 1e-12)).astype(np.float32)
+
+    def add(self, emb: np.ndarray, quality: float, frame_index: int) -> None:
+        """Fold in one L2-normalised embedding (D,) with weight ``quality``."""
+        q = max(float(quality), 1e-3)
+        e = np.asarray(emb, np.float32).reshape(-1)
+        self._sum = q * e if self._sum is None else self._sum + q * e
+        self.weight += q
+        self.last_embed_frame = frame_index
+        self.best_quality = max(self.best_quality, float(quality))
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """One crop to embed: camera, local track, frame index, box x1,y1,x2,y2 pixels, quality, reason."""
+
+    camera_id: str
+    track_id: int
+    frame_index: int
+    box: tuple[float, float, float, float]
+    quality: float
+    reason: str  # new | better | refresh
+
+
+class EmbeddingScheduler:
+    """Keeps :class:`TrackEmbedding` per (camera, track) and picks crops under a per-iteration budget."""
+
+    def __init__(self, cfg: ReidConfig) -> None:
+        self.cfg = cfg
+        self.tracks: dict[tuple[str, int], TrackEmbedding] = {}
+
+    def observe(self, camera_id: str, frame_index: int, track_ids: list[int], boxes: np.ndarray,
+                frame_hw: tuple[int, int]) -> list[EmbedRequest]:
+        """Record one camera frame's tracks; return the candidate crops (not yet budgeted)."""
+        q = crop_quality(boxes, frame_hw, self.cfg)
+        out: list[EmbedRequest] = []
+        for tid, box, qi in zip(track_ids, np.asarray(boxes).reshape(-1, 4), q):
+            st = self.tracks.get((camera_id, tid))
+            if st is None:
+                st = self.tracks[(camera_id, tid)] = TrackEmbedding(camera_id, tid, frame_index)
+            st.frames_seen += 1
+            if qi <= 0.0:
+                continue
+            reason = None
+            if st.last_embed_frame < 0:
+                reason = "new"
+            elif qi > st.best_quality * self.cfg.better_crop_ratio:
+                reason = "better"
+            elif frame_index - st.last_embed_frame >= self.cfg.refresh_frames:
+                reason = "refresh"
+            if reason:
+                out.append(EmbedRequest(camera_id, tid, frame_index, tuple(float(v) for v in box),  # type: ignore[arg-type]
+                                        float(qi), reason))
+        return out
+
+    def select(self, candidates: list[EmbedRequest]) -> list[EmbedRequest]:
+        """At most ``budget_per_frame`` requests: new tracks, then better crops, then the stalest refreshes."""
+        rank = {"new": 0, "better": 1, "refresh": 2}
+
+        def key(r: EmbedRequest) -> tuple:
+            st = self.tracks[(r.camera_id, r.track_id)]
+            return (rank[r.reason], st.last_embed_frame - r.frame_index, -r.quality)
+
+        return sorted(candidates, key=key)[: self.cfg.budget_per_frame]
+
+    def update(self, requests: list[EmbedRequest], embeddings: np.ndarray) -> None:
+        """Fold the re-ID output (N, D) for ``requests`` into the tracks' running embeddings."""
+        for r, e in zip(requests, embeddings):
+            st = self.tracks.get((r.camera_id, r.track_id))
+            if st is not None:
+                st.add(e, r.quality, r.frame_index)
+
+    def drop(self, camera_id: str, track_id: int) -> Optional[TrackEmbedding]:
+        """Forget an ended track (keeps memory flat); returns its last state."""
+        return self.tracks.pop((camera_id, track_id), None)

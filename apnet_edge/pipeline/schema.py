@@ -1,0 +1,322 @@
+"""``cams.yaml``: frozen dataclasses, loading and validation before any camera opens.
+
+Every check raises :class:`~apnet_edge.errors.ConfigError` with the key path (``cameras[1].roi``) and the fix.
+Relative paths in the file are resolved against the folder that holds the YAML file, never the working directory.
+Secrets in RTSP URLs are removed by :func:`redact_url` before a URL reaches a log line or an output file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional, Union
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from apnet_edge.config import from_dict
+from apnet_edge.errors import ConfigError
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred", re.IGNORECASE)
+TRACKERS = ("bytetrack",)
+DETECTOR_TYPES = ("auto", "yolox", "yolo")
+VIDEO_MODES = ("none", "per_camera", "mosaic", "both")
+
+
+def redact_url(text: str) -> str:
+    """Return ``text`` with user:password in a URL and secret-looking query values replaced by ``***``.
+
+    Works on a bare URL and on any log line that contains URLs (each ``scheme://...`` token is redacted).
+    """
+
+    def one(url: str) -> str:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return re.sub(r"//[^/@\s]*@", "//***@", url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = ("***:***@" if ":" in userinfo else "***@") + host
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, "***" if SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs], safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+", lambda m: one(m.group(0)), text)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera. ``roi`` is x1, y1, x2, y2 in pixels of the source frame (``None`` = whole frame)."""
+
+    id: str = ""
+    source: str = ""  # video file, rtsp://..., USB index (0, 1, ...), or a folder of images
+    start_frame: int = 0  # files and folders: skip this many frames first
+    max_fps: float = 0.0  # 0 = no cap; otherwise frames are dropped to stay at or below this rate
+    roi: Optional[tuple[int, int, int, int]] = None
+    realtime: bool = False  # files and folders: pace reading to the source frame rate (like a live camera)
+    folder_fps: float = 10.0  # frame rate given to an image folder (timestamps = index / folder_fps)
+    queue_size: int = 4  # bounded frame queue between the capture thread and the run loop
+    retry_max_s: float = 30.0  # live sources: longest wait between reconnect attempts (exponential back-off)
+    retries: int = 0  # live sources: reconnect attempts before giving up (0 = forever)
+
+    @property
+    def kind(self) -> str:
+        """``"usb"``, ``"live"`` (a URL), ``"folder"`` or ``"file"``."""
+        if re.fullmatch(r"\d+", self.source):
+            return "usb"
+        scheme = urlsplit(self.source).scheme.lower() if "://" in self.source else ""
+        if scheme in LIVE_SCHEMES:
+            return "live"
+        if Path(self.source).is_dir():
+            return "folder"
+        return "file"
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind in ("usb", "live")
+
+    @property
+    def display_source(self) -> str:
+        """The source with credentials removed: the only form that may be logged or written."""
+        return redact_url(self.source)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Person detector. ``input_size`` is (height, width) in pixels; ``None`` = read from the model."""
+
+    model: str = ""
+    type: str = "auto"  # auto (from the output shape) | yolox | yolo (Ultralytics export)
+    input_size: Optional[tuple[int, int]] = None
+    score_threshold: float = 0.3
+    nms_threshold: float = 0.45
+    backend: str = "auto"  # auto | onnxruntime | openvino | tensorrt
+    threads: int = 0  # CPU threads for the backend (0 = library default)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Per-camera tracker (ByteTrack from ``supervision``); ``lost_track_buffer`` is in frames at 30 fps."""
+
+    type: str = "bytetrack"
+    track_activation_threshold: float = 0.25
+    lost_track_buffer: int = 30
+    minimum_matching_threshold: float = 0.8
+    minimum_consecutive_frames: int = 1
+
+
+@dataclass(frozen=True)
+class ReidConfig:
+    """Re-ID model and the embedding scheduler. Box sizes are pixels of the camera frame (after the roi)."""
+
+    model: str = ""
+    backend: str = "auto"
+    card: Optional[str] = None  # model-card JSON for third-party models (layout, normalisation, colour order)
+    threads: int = 0
+    max_batch: int = 32  # most crops in one re-ID call (the runner splits larger batches)
+    budget_per_frame: int = 8  # most crops embedded per loop iteration, all cameras together
+    refresh_frames: int = 15  # re-embed a track not embedded for this many frames
+    better_crop_ratio: float = 1.3  # re-embed when crop quality beats the track's best by this factor
+    min_box_height: int = 48  # smaller boxes are never embedded
+    border_px: int = 4  # a box within this many pixels of the frame edge counts as truncated
+    max_overlap_iou: float = 0.5  # boxes overlapping another person more than this are not embedded
+    ref_box_height: int = 160  # box height at which the size part of the quality reaches 1
+
+
+@dataclass(frozen=True)
+class TransitConfig:
+    """A path people can walk: from camera ``src`` to camera ``dst`` in ``min_s``..``max_s`` seconds."""
+
+    src: str = ""
+    dst: str = ""
+    min_s: float = 0.0
+    max_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    """Cross-camera matcher: cosine-similarity threshold, bounded gallery, optional topology."""
+
+    threshold: float = 0.6  # minimum cosine similarity to join an existing global identity (tune per site)
+    gallery_size: int = 1000  # most identities kept (least recently seen evicted first)
+    ttl_s: float = 600.0  # identities not seen for this long are forgotten (seconds of stream time)
+    min_track_frames: int = 3  # a track is matched only after this many frames (avoids one-frame ghosts)
+    identity_momentum: float = 0.9  # identity embedding <- momentum * old + (1 - momentum) * track's
+    topology: tuple[TransitConfig, ...] = ()  # empty = any camera can follow any other at any time
+    topology_bonus: float = 0.05  # added to similarity when a transit fits the topology window
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    """What the run writes under ``dir``."""
+
+    dir: str = "runs/latest"
+    mot: bool = True  # <camera>.local.txt and <camera>.global.txt in MOTChallenge format
+    events: bool = True  # events.jsonl
+    video: str = "mosaic"  # none | per_camera | mosaic | both
+    video_fps: float = 10.0
+    mosaic_tile_width: int = 480  # pixels per camera tile in the mosaic
+    log_every_s: float = 5.0  # progress line period (0 = quiet)
+
+
+@dataclass(frozen=True)
+class CamsConfig:
+    """The whole ``cams.yaml``."""
+
+    cameras: tuple[CameraConfig, ...] = ()
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    reid: ReidConfig = field(default_factory=ReidConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    max_frames: int = 0  # stop each camera after this many frames (0 = until the sources end or Ctrl-C)
+
+
+def _resolve(path: str, base: Path) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def _camera(raw: Any, i: int, base: Path) -> CameraConfig:
+    where = f"cameras[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where}' must be a mapping with at least id and source, found {raw!r}")
+    raw = dict(raw)
+    src = raw.get("source")
+    if isinstance(src, int) and not isinstance(src, bool):
+        raw["source"] = str(src)  # USB index
+    if "id" in raw and isinstance(raw["id"], int) and not isinstance(raw["id"], bool):
+        raw["id"] = str(raw["id"])
+    cam = from_dict(CameraConfig, raw, where)
+    if not cam.id or not re.fullmatch(r"[A-Za-z0-9_.-]+", cam.id):
+        raise ConfigError(f"'{where}.id' must be a non-empty name of letters, digits, '_', '-' or '.' "
+                          f"(it names output files), found {cam.id!r}")
+    if not cam.source:
+        raise ConfigError(f"'{where}.source' is missing; give a video file, an rtsp:// URL, a USB index or an "
+                          f"image folder")
+    if cam.kind in ("file", "folder"):
+        resolved = _resolve(cam.source, base)
+        if not Path(resolved).exists():
+            raise ConfigError(f"'{where}.source': {resolved!r} does not exist; fix the path (relative paths are "
+                              f"resolved against the folder of the cams file)")
+        cam = replace(cam, source=resolved)
+        if cam.kind == "folder" and not any(p.suffix.lower() in IMAGE_EXTS for p in Path(resolved).iterdir()):
+            raise ConfigError(f"'{where}.source': folder {resolved!r} holds no images ({', '.join(IMAGE_EXTS)})")
+    if cam.start_frame < 0:
+        raise ConfigError(f"'{where}.start_frame' must be >= 0, found {cam.start_frame}")
+    if cam.max_fps < 0 or cam.folder_fps <= 0:
+        raise ConfigError(f"'{where}.max_fps' must be >= 0 and folder_fps > 0")
+    if cam.queue_size < 1:
+        raise ConfigError(f"'{where}.queue_size' must be >= 1, found {cam.queue_size}")
+    if cam.roi is not None:
+        x1, y1, x2, y2 = cam.roi
+        if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+            raise ConfigError(f"'{where}.roi' must be [x1, y1, x2, y2] in pixels with x2 > x1 >= 0 and "
+                              f"y2 > y1 >= 0, found {list(cam.roi)}")
+    return cam
+
+
+def _model_path(value: str, key: str, base: Path) -> str:
+    if not value:
+        raise ConfigError(f"'{key}' is missing; give the path of the model file (.onnx)")
+    resolved = _resolve(value, base)
+    if not Path(resolved).is_file():
+        raise ConfigError(f"'{key}': {resolved!r} does not exist; fix the path (relative paths are resolved "
+                          f"against the folder of the cams file)")
+    return resolved
+
+
+def _check_range(value: float, lo: float, hi: float, key: str) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"'{key}' must be between {lo} and {hi}, found {value}")
+
+
+def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
+    """Build and validate a :class:`CamsConfig` from the YAML mapping; ``base`` resolves relative paths."""
+    base = Path(base)
+    if not isinstance(data, dict):
+        raise ConfigError("a cams file must hold a mapping with the sections cameras, detector, tracker, reid, "
+                          "matcher, outputs")
+    known = {f.name for f in fields(CamsConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key '{unknown[0]}'; known keys here: {', '.join(sorted(known))}")
+    raw_cams = data.get("cameras")
+    if not isinstance(raw_cams, list) or not raw_cams:
+        raise ConfigError("'cameras' must be a non-empty list; each item needs at least id and source")
+    cams = tuple(_camera(c, i, base) for i, c in enumerate(raw_cams))
+    seen: dict[str, int] = {}
+    for i, c in enumerate(cams):
+        if c.id in seen:
+            raise ConfigError(f"'cameras[{i}].id': {c.id!r} is already used by cameras[{seen[c.id]}]; "
+                              f"camera ids must be unique (they name the output files)")
+        seen[c.id] = i
+    det = from_dict(DetectorConfig, data.get("detector"), "detector")
+    det = replace(det, model=_model_path(det.model, "detector.model", base))
+    if det.type not in DETECTOR_TYPES:
+        raise ConfigError(f"'detector.type' must be one of {DETECTOR_TYPES}, found {det.type!r}")
+    _check_range(det.score_threshold, 0.0, 1.0, "detector.score_threshold")
+    _check_range(det.nms_threshold, 0.0, 1.0, "detector.nms_threshold")
+    trk = from_dict(TrackerConfig, data.get("tracker"), "tracker")
+    if trk.type not in TRACKERS:
+        raise ConfigError(f"'tracker.type' must be one of {TRACKERS}, found {trk.type!r}")
+    if trk.lost_track_buffer < 1 or trk.minimum_consecutive_frames < 1:
+        raise ConfigError("'tracker.lost_track_buffer' and 'tracker.minimum_consecutive_frames' must be >= 1")
+    reid = from_dict(ReidConfig, data.get("reid"), "reid")
+    reid = replace(reid, model=_model_path(reid.model, "reid.model", base))
+    if reid.card is not None:
+        reid = replace(reid, card=_model_path(reid.card, "reid.card", base))
+    for key in ("max_batch", "budget_per_frame", "refresh_frames", "ref_box_height"):
+        if getattr(reid, key) < 1:
+            raise ConfigError(f"'reid.{key}' must be >= 1, found {getattr(reid, key)}")
+    if reid.better_crop_ratio < 1.0:
+        raise ConfigError(f"'reid.better_crop_ratio' must be >= 1.0, found {reid.better_crop_ratio}")
+    raw_match = dict(data.get("matcher") or {})
+    if not isinstance(data.get("matcher") or {}, dict):
+        raise ConfigError("config section 'matcher' must be a mapping")
+    topo_raw = raw_match.pop("topology", None) or []
+    if not isinstance(topo_raw, list):
+        raise ConfigError("'matcher.topology' must be a list of {src, dst, min_s, max_s}")
+    topo = tuple(from_dict(TransitConfig, t, f"matcher.topology[{i}]") for i, t in enumerate(topo_raw))
+    for i, t in enumerate(topo):
+        for key in ("src", "dst"):
+            if getattr(t, key) not in seen:
+                raise ConfigError(f"'matcher.topology[{i}].{key}': {getattr(t, key)!r} is not a camera id; "
+                                  f"known: {', '.join(seen)}")
+        if t.min_s < 0 or t.max_s < t.min_s:
+            raise ConfigError(f"'matcher.topology[{i}]' needs 0 <= min_s <= max_s, found {t.min_s}..{t.max_s}")
+    match = replace(from_dict(MatcherConfig, raw_match, "matcher"), topology=topo)
+    _check_range(match.threshold, -1.0, 1.0, "matcher.threshold")
+    _check_range(match.identity_momentum, 0.0, 1.0, "matcher.identity_momentum")
+    if match.gallery_size < 1 or match.ttl_s <= 0:
+        raise ConfigError("'matcher.gallery_size' must be >= 1 and 'matcher.ttl_s' > 0")
+    out = from_dict(OutputsConfig, data.get("outputs"), "outputs")
+    if out.video not in VIDEO_MODES:
+        raise ConfigError(f"'outputs.video' must be one of {VIDEO_MODES}, found {out.video!r}")
+    out = replace(out, dir=_resolve(out.dir, Path(".")))
+    max_frames = data.get("max_frames", 0)
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0:
+        raise ConfigError(f"'max_frames' must be an integer >= 0, found {max_frames!r}")
+    return CamsConfig(cameras=cams, detector=det, tracker=trk, reid=reid, matcher=match, outputs=out,
+                      max_frames=max_frames)
+
+
+def load_cams(path: Union[str, Path]) -> CamsConfig:
+    """Read and validate a cams YAML file; every problem is a ConfigError that starts with the file name."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"cams file {str(p)!r} does not exist; start from configs/cams.example.yaml")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cams file {str(p)!r} is not valid YAML: {exc}") from exc
+    try:
+        return parse_cams(data, p.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {redact_url(str(exc))}") from None

@@ -1,0 +1,154 @@
+"""OpenVINO runner: OpenVINO IR (``.xml`` + ``.bin``) or ONNX models on the CPU (or another OpenVINO device).
+
+The card comes from the model's ``rt_info`` (``apnet_edge/card``, or the ONNX ``metadata_props`` OpenVINO keeps
+under ``framework/apnet_edge.card``), else from a sidecar beside the file, else from ``card=``.
+Fixed-batch models are reshaped to a dynamic batch when that provably gives the same embeddings (checked with one
+trial batch of 2 against single calls); otherwise they stay fixed and the runner splits batches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from apnet_edge.card import ModelCard
+from apnet_edge.errors import ModelError, require
+from apnet_edge.runners.base import CARD_KEY, Runner, graph_facts, one_line, resolve_card
+
+PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
+OV_DTYPES = {"f32": np.float32, "f16": np.float16, "u8": np.uint8}
+
+
+def _rt_card(model: Any) -> Optional[str]:
+    for path in (["apnet_edge", "card"], ["framework", CARD_KEY]):
+        try:
+            if model.has_rt_info(path):
+                return str(model.get_rt_info(path).astype(str))
+        except Exception:  # older OpenVINO: has_rt_info may not accept nested paths
+            continue
+    return None
+
+
+class OpenVinoRunner(Runner):
+    """Run a model with OpenVINO.
+
+    Args:
+        path: ``.xml`` (with its ``.bin`` beside it) or ``.onnx``.
+        card: a ModelCard overriding the model's own.
+        threads: ``INFERENCE_NUM_THREADS`` (None: OpenVINO's default).
+        precision: None (OpenVINO's default: bf16 on CPUs that have it, else f32), ``"f32"``, ``"bf16"``, ``"f16"``.
+        device: OpenVINO device name (``"CPU"``, ``"GPU"``, ``"AUTO"`` ...).
+        task, normalize_output, max_batch: as for :class:`~apnet_edge.runners.OnnxRuntimeRunner`.
+        dynamic_batch: try to reshape a fixed-batch model to a dynamic batch.
+    """
+
+    backend = "openvino"
+
+    def __init__(self, path: Union[str, Path], card: Optional[ModelCard] = None, threads: Optional[int] = None,
+                 precision: Optional[str] = None, device: str = "CPU", task: str = "reid",
+                 normalize_output: Optional[bool] = None, max_batch: Optional[int] = None,
+                 dynamic_batch: bool = True) -> None:
+        self._ov = ov = require("openvino", "openvino", "running OpenVINO models")
+        self.path = Path(path)
+        where = f"OpenVINO model {str(self.path)!r}"
+        if not self.path.is_file():
+            raise ModelError(f"{where} not found; check the path")
+        if self.path.suffix.lower() == ".xml" and not self.path.with_suffix(".bin").is_file():
+            raise ModelError(f"{where} has no weights file {self.path.with_suffix('.bin').name!r} beside it")
+        if precision is not None and precision.lower() not in PRECISIONS:
+            raise ModelError(f"OpenVINO precision must be None, 'f32', 'bf16' or 'f16', found {precision!r}")
+        self.device = device
+        self.threads = threads
+        self._config: dict[str, Any] = {}
+        if precision is not None:
+            self._config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision.lower()]
+        if threads:
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._core = ov.Core()
+        try:
+            model = self._core.read_model(str(self.path))
+        except Exception as exc:
+            raise ModelError(f"cannot load {where}: {one_line(exc)} (is it a complete, valid model file?)") from None
+        if len(model.inputs) != 1:
+            raise ModelError(f"{where} has {len(model.inputs)} inputs; expected one image input")
+        inp, out = model.input(0), model.output(0)
+        in_shape = [d.get_length() if d.is_static else None for d in inp.get_partial_shape()]
+        out_shape = [d.get_length() if d.is_static else None for d in out.get_partial_shape()]
+        facts = graph_facts(in_shape, out_shape, task, where)
+        card, source = resolve_card(self.path, card, _rt_card(model), facts, task, where)
+        type_name = inp.get_element_type().get_type_name()
+        if type_name not in OV_DTYPES:
+            raise ModelError(f"{where}: input type {type_name} is not supported; supported: {sorted(OV_DTYPES)}")
+        self._task = task
+        self._where = where
+        self._compiled: Any = None
+        self._request: Any = None
+        fixed = in_shape[0] is not None
+        self._dynamic_model: Any = None
+        if fixed and dynamic_batch:
+            self._dynamic_model = self._try_dynamic(model, in_shape, card)
+        if self._dynamic_model is not None:
+            fixed = False
+        else:
+            self._compiled = self._compile(model)
+        self._model = self._dynamic_model if self._dynamic_model is not None else model
+        batch = in_shape[0] if fixed else max_batch
+        self._setup(card=card, name=str(self.path), task=task, normalize_output=normalize_output, max_batch=batch,
+                    fixed_batch=fixed, input_name=inp.get_any_name(), output_name=out.get_any_name(),
+                    precision=self._precision_of(card), input_dtype=OV_DTYPES[type_name], card_source=source)
+
+    def _compile(self, model: Any) -> Any:
+        try:
+            return self._core.compile_model(model, self.device, self._config)
+        except Exception as exc:
+            raise ModelError(f"OpenVINO cannot compile {self._where} for {self.device}: {one_line(exc)}") from None
+
+    def _try_dynamic(self, model: Any, in_shape: list, card: ModelCard) -> Any:
+        """Reshape to a dynamic batch and keep it only when a batch of 2 matches two single calls."""
+        ov = self._ov
+        try:
+            fixed_compiled = self._compile(model)
+            dyn = model.clone()
+            dyn.reshape({dyn.input(0): ov.PartialShape([-1, *in_shape[1:]])})
+            compiled = self._compile(dyn)
+            rng = np.random.default_rng(0)
+            x = rng.uniform(0, 255, (2, *in_shape[1:])).astype(np.float32)
+            x = (x - 127.5) / 64.0 if card.pixel_scale != 1 else x
+            two = np.asarray(compiled(x)[0], np.float32).reshape(2, -1)
+            ones = np.concatenate([np.asarray(fixed_compiled(x[i:i + 1])[0], np.float32).reshape(1, -1)
+                                   for i in range(2)])
+            cos = (two * ones).sum(1) / np.maximum(np.linalg.norm(two, axis=1) * np.linalg.norm(ones, axis=1), 1e-12)
+            if not np.all(cos > 0.99):
+                return None
+            self._compiled = compiled
+            return dyn
+        except Exception:  # the model's graph pins the batch (e.g. a Reshape to [1, C]); stay fixed
+            return None
+
+    def _precision_of(self, card: ModelCard) -> str:
+        if card.extra.get("precision") == "int8":
+            return "int8"
+        try:
+            name = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except Exception:
+            name = self._config.get("INFERENCE_PRECISION_HINT", "f32")
+        return TYPE_NAMES.get(name, name)
+
+    def _activate(self) -> None:
+        if self._compiled is None:
+            self._compiled = self._compile(self._model)
+        self._request = self._compiled.create_infer_request()
+
+    def _deactivate(self) -> None:
+        self._request = None
+        self._compiled = None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        try:
+            self._request.infer({0: x})
+            return np.array(self._request.get_output_tensor(0).data, copy=True)
+        except Exception as exc:
+            raise ModelError(f"OpenVINO failed on {self.name!r} with input {tuple(x.shape)}: {one_line(exc)}") from None
