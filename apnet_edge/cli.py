@@ -180,6 +180,8 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize-in-graph", action="store_true",
                    help="the graph takes BGR 0-255 pixels and normalises itself (devices feed uint8 crops directly)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
+    p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
+                   help="torch.onnx exporter (default torchscript: opset 17 for TensorRT 8.6; dynamo needs opset >= 18)")
     p.add_argument("--parity-video", help="video to cut real person crops from for the parity check")
     p.add_argument("--parity-detector", help="YOLOX ONNX detector for those crops")
     p.add_argument("--parity-dir", help="or: a folder of person crops for the parity check")
@@ -208,8 +210,9 @@ def _export(args: argparse.Namespace) -> int:
 
     crops = _parity_crops(args)
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, normalize_in_graph=args.normalize_in_graph,
-                         simplify=not args.no_simplify, parity_crops=crops, min_cosine=args.min_cosine)
-    _out(json.dumps(result.to_dict() if hasattr(result, "to_dict") else str(result), indent=2, default=str))
+                         simplify=not args.no_simplify, parity_crops=crops, min_cosine=args.min_cosine,
+                         exporter=args.exporter)
+    _out(json.dumps(result.to_dict(), indent=2, default=str))
     if crops is None:
         _out("note: no real crops given (--parity-dir or --parity-video), parity was checked on random pixels only")
     return 0
@@ -226,6 +229,7 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="INT8 Q/DQ ONNX to write")
     p.add_argument("--num-calib", type=int, default=300, help="calibration crops to use (default 300)")
     p.add_argument("--exclude", default="", help="comma-separated op types or node names to keep in float")
+    p.add_argument("--method", default="percentile", choices=["percentile", "minmax"], help="calibration method")
 
 
 @command("quantize", "post-training INT8 quantization to a Q/DQ ONNX, calibrated on real person crops")
@@ -234,8 +238,8 @@ def _quantize(args: argparse.Namespace) -> int:
 
     exclude = [x for x in args.exclude.split(",") if x]
     result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib,
-                           exclude=exclude)
-    _out(json.dumps(result.to_dict() if hasattr(result, "to_dict") else str(result), indent=2, default=str))
+                           exclude=exclude, method=args.method)
+    _out(json.dumps(result.to_dict(), indent=2, default=str))
     return 0
 
 
@@ -266,7 +270,7 @@ def _verify(args: argparse.Namespace) -> int:
     result = compare_models(reference, candidate, args.data, labelled_root=args.data if args.labelled else None,
                             min_mean_cosine=args.min_cosine, max_map_drop=args.max_map_drop, precision=args.precision)
     report = result.to_dict()
-    _out(json.dumps(report, indent=2, default=str))
+    _out(result.summary())
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2, default=str))
     if not result.passed:

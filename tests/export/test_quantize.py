@@ -1,0 +1,147 @@
+"""export.quantize: INT8 Q/DQ models for the CPU and for TensorRT, calibrated on real person crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import helper, numpy_helper  # noqa: E402
+
+from apnet_edge.errors import ModelError  # noqa: E402
+from apnet_edge.preprocess import preprocess_crops  # noqa: E402
+from export.onnx_export import export_onnx, load_onnx_card  # noqa: E402
+from export.quantize import quantize_onnx  # noqa: E402
+
+# The tiny model has random weights: random deep nets amplify quantization noise far more than trained ones
+# (a trained OSNet re-ID model reaches ~0.96 with the same settings), so these floors only catch breakage.
+FLOOR = {"cpu": 0.85, "tensorrt": 0.75}
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory, real_crops) -> Path:
+    from apnet_edge.config import ModelConfig
+    from train.checkpoint import save_checkpoint
+    from train.models import build_model
+
+    d = tmp_path_factory.mktemp("fp32")
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", input_size=(64, 32))
+    model = build_model(cfg, num_classes=0)
+    for m in model.modules():  # BatchNorm statistics of real crops: realistic activation ranges
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(preprocess_crops(real_crops[::2], model.card)))
+    ckpt = save_checkpoint(d / "tiny.pt", model.eval(), cfg, epoch=1)
+    return export_onnx(ckpt, d / "tiny.onnx", parity_crops=real_crops[:8]).path
+
+
+@pytest.fixture(scope="module", params=["cpu", "tensorrt"])
+def quantized(request, tmp_path_factory, fp32, real_crops):
+    out = tmp_path_factory.mktemp(f"int8_{request.param}") / "tiny_int8.onnx"
+    return quantize_onnx(fp32, real_crops[::2], out, target=request.param, progress=False)
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+
+
+def _zero_points(model) -> list[np.ndarray]:
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+
+
+def test_qdq_graph_and_card(quantized, fp32, real_crops):
+    model = onnx.load(str(quantized.path))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == quantized.num_quantize_nodes > 0 and "DequantizeLinear" in ops
+    card = load_onnx_card(quantized.path)
+    q = card.extra["quantization"]
+    assert card.extra["precision"] == "int8" and q["target"] == quantized.target and q["format"] == "QDQ"
+    assert q["calibration_count"] == quantized.num_calib == len(real_crops[::2])
+    assert card.input_size == load_onnx_card(fp32).input_size
+    assert sorted(f.name for f in quantized.path.parent.iterdir()) == [quantized.path.name]
+    zps = _zero_points(model)
+    if quantized.target == "cpu":
+        assert (q["activation_type"], q["weight_type"]) == ("QUInt8", "QInt8")
+        assert any(z.dtype == np.uint8 for z in zps)
+        # ONNX Runtime fuses Q/DQ into QLinearConv only when the model imports com.microsoft (2.5x speed)
+        assert "com.microsoft" in {o.domain for o in model.opset_import}
+    else:  # TensorRT: int8 everywhere, zero point 0, float weights behind Q/DQ pairs, float biases
+        assert (q["activation_type"], q["weight_type"]) == ("QInt8", "QInt8") and q["activation_symmetric"]
+        assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+        inits = {i.name for i in model.graph.initializer}
+        dq_from_init = [n.name for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+        assert not dq_from_init  # every DQ is fed by a Q: no int8 weight / int32 bias initializers (TRT 8.x)
+
+
+def test_cosine_to_fp32_on_held_out_real_crops(quantized, fp32, real_crops):
+    held_out = real_crops[1::2]
+    x = preprocess_crops(held_out, load_onnx_card(fp32))
+    ref, got = _run(fp32, x), _run(quantized.path, x)
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    print(f"\nINT8 {quantized.target}: cosine to FP32 over {len(cos)} held-out crops mean {cos.mean():.4f} "
+          f"min {cos.min():.4f}; quantization took {quantized.seconds:.2f} s")
+    assert np.isfinite(cos).all() and cos.mean() >= FLOOR[quantized.target]
+
+
+def test_calibration_from_a_folder(tmp_path, fp32, real_crops):
+    import cv2
+
+    folder = tmp_path / "calib"
+    (folder / "cam1").mkdir(parents=True)
+    for i, c in enumerate(real_crops[:6]):
+        cv2.imwrite(str(folder / ("cam1" if i % 2 else "") / f"{i:04d}.{'png' if i % 3 else 'jpg'}"), c)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="could not be read"):
+        res = quantize_onnx(fp32, folder, tmp_path / "out" / "q.onnx", num_calib=5, progress=False,
+                            exclude=["MaxPool"])
+    assert res.num_calib == 5 and res.skipped_images == (str(folder / "broken.jpg"),)
+    assert res.path.is_file()
+
+
+def test_calibration_errors(tmp_path, fp32):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="is empty"):
+        quantize_onnx(fp32, empty, tmp_path / "q.onnx", progress=False)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("x")
+    (texts / "b.csv").write_text("y")
+    with pytest.raises(ModelError, match=r"no images \(found \.csv, \.txt\)"):
+        quantize_onnx(fp32, texts, tmp_path / "q.onnx", progress=False)
+    with pytest.raises(ModelError, match="does not exist"):
+        quantize_onnx(fp32, tmp_path / "missing", tmp_path / "q.onnx", progress=False)
+    with pytest.raises(ModelError, match="no calibration crops"):
+        quantize_onnx(fp32, [], tmp_path / "q.onnx", progress=False)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_model_errors(tmp_path, fp32, quantized, real_crops):
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    plain = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    crops = real_crops[:2]
+    with pytest.raises(ModelError, match="not a re-ID model"):
+        quantize_onnx(tmp_path / "plain.onnx", crops, tmp_path / "q.onnx", progress=False)
+    with pytest.raises(ModelError, match="already quantized"):
+        quantize_onnx(quantized.path, crops, tmp_path / "q.onnx", progress=False)
+    with pytest.raises(ModelError, match="neither op types nor node names"):
+        quantize_onnx(fp32, crops, tmp_path / "q.onnx", exclude=["NoSuchOp"], progress=False)
+    with pytest.raises(ModelError, match="target"):
+        quantize_onnx(fp32, crops, tmp_path / "q.onnx", target="tpu", progress=False)
+    with pytest.raises(ModelError, match="overwrite"):
+        quantize_onnx(fp32, crops, fp32, progress=False)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["plain.onnx"]
