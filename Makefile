@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[train,export,openvino,dev]'
+	# type stubs of the TensorRT 10 API (mypy checks engines/ against them; the real tensorrt cannot install here)
+	$(BIN)/pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
 
 lint: $(STAMP)

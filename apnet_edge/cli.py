@@ -335,6 +335,22 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ----------------------------------------------------------------------------------------------- build-engine
+
+
+def _add_build_engine(p: argparse.ArgumentParser) -> None:
+    from engines.commands import add_arguments
+
+    add_arguments(p)
+
+
+@command("build-engine", "build a TensorRT engine from an ONNX model (sidecar, trtexec line, optional gate)")
+def _build_engine(args: argparse.Namespace) -> int:
+    from engines.commands import run
+
+    return run(args)
+
+
 _CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "run": _add_run,
     "model-info": _add_model_info,
@@ -345,6 +361,7 @@ _CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "quantize": _add_quantize,
     "verify": _add_verify,
     "bench": _add_bench,
+    "build-engine": _add_build_engine,
 }
 
 

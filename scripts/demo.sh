@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 OUT=${OUT:-demo_out}
-EPOCHS=${EPOCHS:-12}
+EPOCHS=${EPOCHS:-40}
 
 find_video() {
   for v in "${VIDEO:-}" ../shared/data/vtest.avi /usr/share/doc/opencv-doc/examples/data/vtest.avi; do
@@ -35,7 +35,7 @@ echo "== 1/4 mine person tracks"
 
 echo "== 2/4 train APNet-C (ResNet-18, 128x64) on the mined tracks, $EPOCHS epochs"
 $BIN/apnet-edge train --config configs/cpu_small.yaml --data-root "$OUT/site" --output "$OUT/run" --resume \
-  "solver.max_epochs=$EPOCHS" train.eval_at_start=true "train.eval_period=$EPOCHS" solver.steps="[$((EPOCHS * 3 / 4))]"
+  "solver.max_epochs=$EPOCHS" train.eval_at_start=true "train.eval_period=$EPOCHS" "solver.steps=[$((EPOCHS * 3 / 4))]"
 
 echo "== 3/4 export to ONNX and quantize to INT8"
 [ -f "$OUT/apnet.onnx" ] || $BIN/apnet-edge export --checkpoint "$OUT/run/best.pt" --out "$OUT/apnet.onnx" \

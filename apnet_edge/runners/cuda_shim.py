@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -49,11 +50,12 @@ class DeviceInfo:
 
 
 class Stream:
-    """A CUDA stream owned by a :class:`CudaApi`; ``handle`` is the ``cudaStream_t`` as an int (for TensorRT)."""
+    """A CUDA stream owned by a :class:`CudaApi`; ``handle`` is the ``cudaStream_t`` as an int (for TensorRT),
+    ``native`` the binding's own stream object."""
 
     def __init__(self, handle: int, native: Any = None) -> None:
         self.handle = int(handle)
-        self.native = native if native is not None else handle
+        self.native: Any = native if native is not None else handle
 
 
 class HostBuffer:
@@ -133,10 +135,12 @@ class CudaPythonApi(CudaApi):
 
     def __init__(self, runtime: Any = None) -> None:
         if runtime is None:
+            import importlib
+
             try:
-                from cuda.bindings import runtime  # type: ignore[import-not-found,no-redef]
+                runtime = importlib.import_module("cuda.bindings.runtime")
             except ImportError:
-                from cuda import cudart as runtime  # type: ignore[import-not-found,no-redef]
+                runtime = importlib.import_module("cuda.cudart")
         self.rt = runtime
 
     def _check(self, call: str, result: Any) -> Any:
@@ -208,7 +212,7 @@ class PyCudaApi(CudaApi):
     name = "pycuda"
 
     def __init__(self, device: int = 0) -> None:
-        import pycuda.driver as drv  # type: ignore[import-not-found]
+        import pycuda.driver as drv
 
         self.drv = drv
         try:
@@ -275,6 +279,9 @@ class PyCudaApi(CudaApi):
 # --------------------------------------------------------------------------------------------- polygraphy.cuda
 
 _ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76  # cudaDevAttrComputeCapabilityMajor / Minor
+CUDA_ERROR_NAMES = {1: "cudaErrorInvalidValue", 2: "cudaErrorMemoryAllocation", 3: "cudaErrorInitializationError",
+                    35: "cudaErrorInsufficientDriver", 100: "cudaErrorNoDevice", 101: "cudaErrorInvalidDevice",
+                    209: "cudaErrorNoKernelImageForDevice"}
 
 
 class PolygraphyCudaApi(CudaApi):
@@ -284,8 +291,8 @@ class PolygraphyCudaApi(CudaApi):
     name = "polygraphy"
 
     def __init__(self) -> None:
-        from polygraphy import cuda as pcuda  # type: ignore[import-untyped,import-not-found]
-        from polygraphy.exception import PolygraphyException  # type: ignore[import-untyped,import-not-found]
+        from polygraphy import cuda as pcuda
+        from polygraphy.exception import PolygraphyException
 
         self.pcuda = pcuda
         self._exc = PolygraphyException
@@ -296,11 +303,14 @@ class PolygraphyCudaApi(CudaApi):
         try:
             return fn()
         except self._exc as exc:
-            raise CudaError(f"CUDA call {call} (polygraphy.cuda) failed: {exc}{_hint(str(exc))}") from None
+            m = re.search(r"CUDA Error: (\d+)", str(exc))
+            text = CUDA_ERROR_NAMES.get(int(m.group(1)), f"cudaError {m.group(1)}") if m else str(exc).strip()
+            raise CudaError(f"CUDA call {call} (polygraphy.cuda) failed: {text}{_hint(text)}") from None
 
     def _status(self, call: str, status: int) -> None:
         if int(status) != 0:
-            raise CudaError(f"CUDA call {call} failed with cudaError {int(status)}{_hint(str(status))}")
+            name = CUDA_ERROR_NAMES.get(int(status), f"cudaError {int(status)}")
+            raise CudaError(f"CUDA call {call} failed: {name}{_hint(name)}")
 
     def device_info(self, device: int = 0) -> DeviceInfo:
         self._status("cudaSetDevice", self.lib.cudaSetDevice(ctypes.c_int(device)))
@@ -400,7 +410,7 @@ def get_cuda(binding: Optional[str] = None) -> CudaApi:
         _CACHE[name] = api
         return api
     raise MissingDependencyError(
-        "cuda-python", "trt",
+        names[0] if len(names) == 1 else "cuda-python", "trt",
         f"CUDA memory and streams for TensorRT; tried {', '.join(missing)}. On Jetson: pip install pycuda "
         f"or cuda-python matching JetPack's CUDA")
 
