@@ -23,7 +23,7 @@ _HELP: dict[str, str] = {}
 
 
 def command(name: str, help: str):
-    """Register ``fn(args) -> exit code`` as subcommand ``name``; ``fn.configure(parser)`` adds its flags."""
+    """Register ``fn(args) -> exit code`` as subcommand ``name``; its flags come from ``_CONFIGURE[name]``."""
 
     def deco(fn: Callable[[argparse.Namespace], int]):
         _HANDLERS[name] = fn

@@ -131,20 +131,15 @@ def crops_from_video(video_path: PathLike, detector: Any, max_crops: int = 64, n
     return crops
 
 
-def read_image_folder(folder: PathLike, limit: Optional[int] = None) -> list[np.ndarray]:
-    """Images under ``folder`` (recursively, sorted by path) as BGR uint8 arrays; with ``limit``, that many spread
-    evenly over the sorted list. Raises DatasetError when the folder is missing, has no images or one is unreadable.
-    """
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files (see :data:`IMAGE_SUFFIXES`, any case) under ``folder``, recursively, sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_images(paths: Sequence[PathLike]) -> list[np.ndarray]:
+    """Read images as BGR uint8 arrays (H, W, 3); raise DatasetError naming an unreadable file."""
     import cv2
 
-    root = Path(folder)
-    if not root.is_dir():
-        raise DatasetError(f"image folder {str(root)!r} does not exist")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not paths:
-        raise DatasetError(f"image folder {str(root)!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
-    if limit is not None and len(paths) > limit:
-        paths = [paths[i] for i in spread_indices(len(paths), limit)]
     out = []
     for p in paths:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
@@ -152,3 +147,18 @@ def read_image_folder(folder: PathLike, limit: Optional[int] = None) -> list[np.
             raise DatasetError(f"cannot read image {str(p)!r}: not an image or unreadable; remove or replace it")
         out.append(img)
     return out
+
+
+def read_image_folder(folder: PathLike, limit: Optional[int] = None) -> list[np.ndarray]:
+    """Images under ``folder`` (recursively, sorted by path) as BGR uint8 arrays; with ``limit``, that many spread
+    evenly over the sorted list. Raises DatasetError when the folder is missing, has no images or one is unreadable.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"image folder {str(root)!r} does not exist")
+    paths = list_images(root)
+    if not paths:
+        raise DatasetError(f"image folder {str(root)!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    if limit is not None and len(paths) > limit:
+        paths = [paths[i] for i in spread_indices(len(paths), limit)]
+    return read_images(paths)

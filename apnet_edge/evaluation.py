@@ -17,19 +17,6 @@ import numpy as np
 from apnet_edge.errors import DatasetError
 
 
-def read_images(paths: Sequence[str]) -> list[np.ndarray]:
-    """Read images as BGR uint8 arrays (H, W, 3); raise DatasetError naming an unreadable file."""
-    import cv2
-
-    out = []
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DatasetError(f"cannot read image {p!r}: not an image or unreadable; remove or replace the file")
-        out.append(img)
-    return out
-
-
 def extract_features(runner: Any, paths: Sequence[str], flip: bool = True, batch_size: int = 64,
                      desc: str = "features") -> np.ndarray:
     """Embed the images at ``paths`` with ``runner``: (N, D) float32, L2-normalised.
@@ -38,6 +25,8 @@ def extract_features(runner: Any, paths: Sequence[str], flip: bool = True, batch
     (runners that embed flipped pairs themselves, e.g. PyTorch checkpoints, do it before normalisation).
     """
     from tqdm import tqdm
+
+    from apnet_edge.crops import read_images
 
     feats: list[np.ndarray] = []
     native_flip = flip and getattr(runner, "supports_flip", False)

@@ -35,7 +35,6 @@ CropsLike = Union[Sequence[np.ndarray], str, Path, None]
 DEFAULT_MIN_MEAN_COSINE: dict[str, float] = {"fp32": 0.9999, "fp16": 0.999, "bf16": 0.998, "int8": 0.98}
 """Mean cosine (reference vs candidate) a candidate of each precision must reach by default."""
 PRECISIONS = tuple(DEFAULT_MIN_MEAN_COSINE)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -122,31 +121,6 @@ def precision_of(card: Any, runner: Any = None) -> str:
     if extra.get("quantization"):
         return "int8"
     return "fp32"
-
-
-def read_crop_folder(folder: PathLike, max_crops: Optional[int] = None) -> list[np.ndarray]:
-    """BGR uint8 images under ``folder`` (recursive jpg/jpeg/png/bmp, sorted; at most ``max_crops``, evenly spread).
-
-    Raises DatasetError when the folder is missing, holds no image, or an image cannot be decoded.
-    """
-    import cv2
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise DatasetError(f"crop folder {str(root)!r} does not exist; pass a folder of person crops (jpg/png/bmp)")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not paths:
-        raise DatasetError(f"crop folder {str(root)!r} holds no images (jpg/jpeg/png/bmp, searched recursively)")
-    if max_crops is not None and len(paths) > max_crops:
-        idx = sorted({int(i) for i in np.linspace(0, len(paths) - 1, max_crops).round()})
-        paths = [paths[i] for i in idx]
-    out = []
-    for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DatasetError(f"cannot read image {str(p)!r}: not an image or unreadable; remove or replace it")
-        out.append(img)
-    return out
 
 
 def _name(model: ModelLike) -> str:
@@ -238,14 +212,16 @@ def compare_models(reference: ModelLike, candidate: ModelLike, crops: CropsLike,
     if crops is None:
         if ds is None:
             raise DatasetError("no crops to compare on: pass crops (arrays or a folder) or a labelled folder")
-        from apnet_edge.evaluation import read_images
+        from apnet_edge.crops import read_images, spread_indices
 
         paths = [r.path for r in (*ds.query, *ds.gallery)]
         if max_crops is not None and len(paths) > max_crops:
-            paths = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, max_crops).round()]
+            paths = [paths[i] for i in spread_indices(len(paths), max_crops)]
         crop_list = read_images(paths)
     elif isinstance(crops, (str, Path)):
-        crop_list = read_crop_folder(crops, max_crops)
+        from apnet_edge.crops import read_image_folder
+
+        crop_list = read_image_folder(crops, max_crops)
     else:
         crop_list = list(crops)
     if not crop_list:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from apnet_edge.errors import ModelError, require
+from apnet_edge.files import file_sha256
 from apnet_edge.runners.tensorrt_runner import (
     EngineInfo,
     ensure_tensorrt,
@@ -32,7 +33,6 @@ from apnet_edge.runners.tensorrt_runner import (
     trt_logger,
     write_engine_info,
 )
-from engines.onnx_info import file_sha256
 from engines.plan import BuildEnv, BuildPlan
 
 if TYPE_CHECKING:

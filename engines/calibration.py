@@ -37,9 +37,9 @@ class CropBatches:
         if batch < 1:
             raise DatasetError(f"calibration batch must be >= 1, got {batch}")
         if isinstance(crops, (str, Path)):
-            from apnet_edge.gate import read_crop_folder
+            from apnet_edge.crops import read_image_folder
 
-            items = read_crop_folder(crops, max_images)
+            items = read_image_folder(crops, max_images)
             source = f"folder {str(crops)!r}"
         else:
             items = list(crops)[:max_images]

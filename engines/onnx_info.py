@@ -4,12 +4,12 @@ the model card in ``metadata_props``, and the file's sha256. Weights are not loa
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from apnet_edge.card import ModelCard
 from apnet_edge.errors import ModelError, require
+from apnet_edge.files import file_sha256
 from apnet_edge.runners.base import CARD_KEY, graph_facts
 from apnet_edge.runners.sidecar import read_sidecar, sidecar_candidates
 from engines.plan import OnnxFacts
@@ -19,15 +19,6 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 ONNX_FLOAT16 = 10  # TensorProto.FLOAT16
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64",
                16: "bfloat16"}
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dims(value_info: Any) -> tuple[Optional[int], ...]:

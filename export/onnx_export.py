@@ -18,7 +18,6 @@ embeddings' cosine similarity falls below ``min_cosine`` fails the export (nothi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import numpy as np
 
 from apnet_edge.card import ModelCard
 from apnet_edge.errors import ModelError, require
+from apnet_edge.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,6 @@ class ExportResult:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def temp_path_for(out: Path) -> Path:

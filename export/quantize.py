@@ -38,13 +38,14 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from apnet_edge.card import ModelCard
+from apnet_edge.crops import IMAGE_SUFFIXES, list_images, spread_indices
 from apnet_edge.errors import ModelError, require
-from export.onnx_export import CARD_KEY, card_metadata, file_sha256, read_card, set_metadata, temp_path_for
+from apnet_edge.files import file_sha256
+from export.onnx_export import CARD_KEY, card_metadata, read_card, set_metadata, temp_path_for
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 TARGETS = ("cpu", "tensorrt")
 CALIBRATION_METHODS = ("percentile", "minmax")
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -85,19 +86,6 @@ class QuantizeResult:
 # ------------------------------------------------------------------------------------------- calibration data
 
 
-def list_images(folder: PathLike) -> list[Path]:
-    """Image files (jpg/jpeg/png/bmp, any case) under ``folder``, recursively, sorted."""
-    root = Path(folder)
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def _spread(n_total: int, n_pick: int) -> list[int]:
-    """``n_pick`` indices evenly spread over ``range(n_total)`` (all of them if n_pick >= n_total)."""
-    if n_pick >= n_total:
-        return list(range(n_total))
-    return sorted({int(i) for i in np.linspace(0, n_total - 1, n_pick).round()})
-
-
 def calibration_sources(calib: Union[PathLike, Sequence[np.ndarray]],
                         num_calib: int) -> tuple[list[Union[Path, np.ndarray]], list[str]]:
     """The calibration items and the skipped files: image paths from a folder (files OpenCV cannot decode are
@@ -123,13 +111,13 @@ def calibration_sources(calib: Union[PathLike, Sequence[np.ndarray]],
             kinds = sorted({p.suffix.lower() or "<no extension>" for p in files})
             raise ModelError(f"calibration folder {str(root)!r} holds {len(files)} files but no images "
                              f"(found {', '.join(kinds[:8])}); calibration needs person crops as "
-                             f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}")
+                             f"{'/'.join(e[1:] for e in IMAGE_SUFFIXES)}")
         readable = [p for p in images if cv2.haveImageReader(str(p))]
         skipped = [str(p) for p in images if p not in set(readable)]
         if not readable:
             raise ModelError(f"none of the {len(images)} images in calibration folder {str(root)!r} can be "
                              f"decoded (e.g. {skipped[0]}); pass readable person crops")
-        return [readable[i] for i in _spread(len(readable), num_calib)], skipped
+        return [readable[i] for i in spread_indices(len(readable), num_calib)], skipped
     crops = list(calib)
     if not crops:
         raise ModelError("no calibration crops given; pass person crops (BGR uint8) or a folder of images")
@@ -137,7 +125,7 @@ def calibration_sources(calib: Union[PathLike, Sequence[np.ndarray]],
         if not isinstance(c, np.ndarray) or c.ndim != 3 or c.shape[2] != 3 or c.size == 0:
             raise ModelError(f"calibration crop {i} must be a BGR image array (H, W, 3), found "
                              f"{getattr(c, 'shape', type(c).__name__)}")
-    return [crops[i] for i in _spread(len(crops), num_calib)], []
+    return [crops[i] for i in spread_indices(len(crops), num_calib)], []
 
 
 class CropCalibrationReader:

@@ -97,12 +97,12 @@ def crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, crops: Path) -> dict[str, Path]:
     """The FP32 ONNX (with card) and its Q/DQ twin (scales from the FP32 activations on the crops)."""
-    from apnet_edge.gate import read_crop_folder
+    from apnet_edge.crops import read_image_folder
     from apnet_edge.preprocess import preprocess_crops
 
     d = tmp_path_factory.mktemp("models")
     probe = _save(_graph(None), d / "probe.onnx", None)
-    x = preprocess_crops(read_crop_folder(crops), CARD)
+    x = preprocess_crops(read_image_folder(crops), CARD)
     r1 = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"]).run(["r1"], {"input": x})[0]
     scales = {"input": float(np.abs(x).max()) / 127, "r1": float(np.percentile(r1, 99.9)) / 127}
     fp32 = _graph(None)
@@ -126,7 +126,7 @@ def _ort_embed(onnx_path: Path, x: np.ndarray) -> np.ndarray:
 
 def test_fp16_engine_matches_onnxruntime(gpu_env: Any, models: dict[str, Path], crops: Path,
                                          tmp_path: Path) -> None:
-    from apnet_edge.gate import read_crop_folder
+    from apnet_edge.crops import read_image_folder
     from apnet_edge.preprocess import preprocess_crops
     from apnet_edge.runners.tensorrt_runner import TensorRTRunner, read_engine_info
     from engines.verify import verify_engine
@@ -138,7 +138,7 @@ def test_fp16_engine_matches_onnxruntime(gpu_env: Any, models: dict[str, Path], 
     info = read_engine_info(result.engine_path)
     assert info is not None and info.precision == "fp16" and info.tensorrt_version == gpu_env.tensorrt_version
     assert plan.timing_cache is not None and plan.timing_cache.is_file()  # written for the next build
-    x = preprocess_crops(read_crop_folder(crops), CARD)
+    x = preprocess_crops(read_image_folder(crops), CARD)
     ref = _ort_embed(models["fp32"], x)
     with TensorRTRunner(result.engine_path) as runner:
         for n in (1, 3, 8, 21):  # within the profile, and larger than its max (split)

@@ -15,8 +15,9 @@ ort = pytest.importorskip("onnxruntime")
 from apnet_edge.card import ModelCard  # noqa: E402
 from apnet_edge.config import ModelConfig  # noqa: E402
 from apnet_edge.errors import ModelError  # noqa: E402
+from apnet_edge.files import file_sha256  # noqa: E402
 from apnet_edge.preprocess import preprocess_crops  # noqa: E402
-from export.onnx_export import CARD_KEY, export_onnx, file_sha256, load_onnx_card  # noqa: E402
+from export.onnx_export import CARD_KEY, export_onnx, load_onnx_card  # noqa: E402
 
 INPUT_SIZE = (64, 32)
 
