@@ -20,7 +20,7 @@ class TorchRunner(Runner):
         path: the checkpoint; loaded with ``train.checkpoint.model_from_checkpoint(path, with_classifier=False)``.
         card: a ModelCard overriding ``model.card``.
         threads: ``torch.set_num_threads`` (process-wide) when given.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... or ``"auto"`` (CUDA when available).
         precision: ``"fp32"`` or ``"fp16"`` (CUDA only).
         model: an already built ``nn.Module`` with ``.card`` and ``.embed(x (N,3,H,W) float) -> (N, D)``
             (used instead of loading ``path``; handy for tests and for in-process evaluation).
@@ -36,6 +36,8 @@ class TorchRunner(Runner):
         self._torch = torch = require("torch", "train", "running PyTorch checkpoints")
         if precision not in ("fp32", "fp16"):
             raise ModelError(f"torch runner precision must be 'fp32' or 'fp16', found {precision!r}")
+        if device == "auto":  # what the CLI's --device defaults to
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             self._device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
