@@ -183,8 +183,10 @@ class CropCalibrationReader:
             crops = [c for c in (self._read(item) for item in chunk) if c is not None]
             self._bar.update(len(chunk))
             self.used += len(crops)
-            if self.exact_batch and 0 < len(crops) < self.batch_size:
-                crops = crops + [crops[-1]] * (self.batch_size - len(crops))  # pad the last batch
+            if (self.exact_batch or len(self) > 1) and 0 < len(crops) < self.batch_size:
+                # pad a short last batch (repeating its crops): fixed-batch models need it, and ONNX Runtime's
+                # histogram calibrators cannot stack batches of different sizes within one calibration pass
+                crops = [crops[i % len(crops)] for i in range(self.batch_size)]
             if crops:
                 yield {self.input_name: np.ascontiguousarray(preprocess_crops(crops, self.card), np.float32)}
 
@@ -276,7 +278,10 @@ def input_preamble(model: Any) -> list[str]:
 
 
 def _resolve_exclude(model: Any, exclude: Sequence[str]) -> list[str]:
-    """Node names to keep in float: each entry is an op type (all its nodes) or a node name."""
+    """Node names to keep in float: each entry is an op type (all its nodes), a node name, or a node-name pattern
+    with ``*`` (fnmatch, e.g. ``/layer4/*`` or ``/pyramids.*``)."""
+    import fnmatch
+
     by_type: dict[str, list[str]] = {}
     names = set()
     for n in model.graph.node:
@@ -289,10 +294,12 @@ def _resolve_exclude(model: Any, exclude: Sequence[str]) -> list[str]:
             out.extend(by_type[e])
         elif e in names:
             out.append(e)
+        elif "*" in e and fnmatch.filter(names, e):
+            out.extend(fnmatch.filter(names, e))
         else:
             unknown.append(e)
     if unknown:
-        raise ModelError(f"exclude: {unknown} are neither op types nor node names of the model; op types in it: "
+        raise ModelError(f"exclude: {unknown} match no op type, node name or node-name pattern of the model; op types in it: "
                          f"{', '.join(sorted(by_type))}")
     return sorted(set(out))
 
@@ -315,6 +322,7 @@ def _target_settings(target: str) -> tuple[Any, Any, dict[str, Any]]:
 def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarray]], out: PathLike,
                   target: str = "cpu", num_calib: int = 300, per_channel: bool = True,
                   exclude: Sequence[str] = (), progress: bool = True, method: str = "percentile",
+                  percentile: float = 99.999,
                   batch_size: int = 16, card: Optional[ModelCard] = None, pre_process: bool = True,
                   keep_float_preamble: bool = True,
                   op_types: Optional[Sequence[str]] = DEFAULT_OP_TYPES) -> QuantizeResult:
@@ -329,6 +337,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         per_channel: per-output-channel weight scales (recommended for convolutions).
         exclude: op types (e.g. ``"Softmax"``) or node names to keep in float.
         progress: show a tqdm bar during calibration.
+        percentile: the percentile of |x| that ``"percentile"`` calibration keeps (default 99.999).
         method: activation range calibration: ``"percentile"`` (99.999th percentile of |x|; default, it gave
             higher cosine than min/max on every re-ID model tried) or ``"minmax"``.
         batch_size: crops per calibration batch.
@@ -343,6 +352,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
     t0 = time.perf_counter()
     if target not in TARGETS:
         raise ModelError(f"target must be one of {TARGETS}, found {target!r}")
+    if not 50.0 < float(percentile) <= 100.0:
+        raise ModelError(f"percentile must be in (50, 100], found {percentile!r}")
     if method not in CALIBRATION_METHODS:
         raise ModelError(f"calibration method must be one of {CALIBRATION_METHODS}, found {method!r}")
     onnx = require("onnx", "export", "INT8 quantization")
@@ -391,6 +402,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         calib_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method]
         # calibrate in passes of at most ~32 crops: the percentile calibrator holds every activation of a pass
         extra["CalibStridedMinMax"] = chunk_batches(len(reader), reader.batch_size)
+        if method == "percentile":
+            extra["CalibPercentile"] = float(percentile)
         quantized = Path(work) / "int8.onnx"
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -419,7 +432,9 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         info = {
             "target": target, "format": "QDQ", "activation_type": act_type.name, "weight_type": w_type.name,
             "activation_symmetric": bool(extra.get("ActivationSymmetric")), "weight_symmetric": True,
-            "per_channel": bool(per_channel), "calibration_method": method, "calibration_count": reader.used,
+            "per_channel": bool(per_channel), "calibration_method": method,
+            "calibration_percentile": float(percentile) if method == "percentile" else None,
+            "calibration_count": reader.used,
             "excluded_nodes": excluded, "op_types": list(op_types) if op_types is not None else "all",
             "source_sha256": file_sha256(src),
             "onnxruntime_version": _ort_version(),

@@ -108,6 +108,14 @@ def test_calibration_from_a_folder(tmp_path, fp32, real_crops):
                             exclude=["MaxPool"])
     assert res.num_calib == 5 and res.skipped_images == (str(folder / "broken.jpg"),)
     assert res.path.is_file()
+    # node-name patterns keep whole blocks in float; the percentile is recorded
+    model = onnx.load(str(fp32))
+    first = next(n.name for n in model.graph.node if n.op_type == "Conv")
+    pattern = first.rsplit("/", 1)[0] + "/*" if "/" in first else first
+    res = quantize_onnx(fp32, real_crops[:6], tmp_path / "q2.onnx", exclude=[pattern], percentile=99.99,
+                        progress=False)
+    assert first in res.excluded_nodes
+    assert res.card.extra["quantization"]["calibration_percentile"] == 99.99
 
 
 def test_calibration_errors(tmp_path, fp32):
@@ -138,8 +146,12 @@ def test_model_errors(tmp_path, fp32, quantized, real_crops):
         quantize_onnx(tmp_path / "plain.onnx", crops, tmp_path / "q.onnx", progress=False)
     with pytest.raises(ModelError, match="already quantized"):
         quantize_onnx(quantized.path, crops, tmp_path / "q.onnx", progress=False)
-    with pytest.raises(ModelError, match="neither op types nor node names"):
+    with pytest.raises(ModelError, match="match no op type, node name or node-name pattern"):
         quantize_onnx(fp32, crops, tmp_path / "q.onnx", exclude=["NoSuchOp"], progress=False)
+    with pytest.raises(ModelError, match="match no op type"):
+        quantize_onnx(fp32, crops, tmp_path / "q.onnx", exclude=["/nowhere/*"], progress=False)
+    with pytest.raises(ModelError, match="percentile"):
+        quantize_onnx(fp32, crops, tmp_path / "q.onnx", percentile=101.0, progress=False)
     with pytest.raises(ModelError, match="target"):
         quantize_onnx(fp32, crops, tmp_path / "q.onnx", target="tpu", progress=False)
     with pytest.raises(ModelError, match="overwrite"):

@@ -1,0 +1,87 @@
+"""export.backend_table: the per-backend matrix and Table III, on a tiny model (speed numbers are not checked)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from apnet_edge.cli import main
+from apnet_edge.errors import ApnetError
+from export.backend_table import (
+    VARIANTS,
+    backend_matrix,
+    format_matrix,
+    format_table3,
+    parse_variants,
+    prepare_model,
+    table3,
+)
+
+
+def _crops(n: int = 24) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (96, 40, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_parse_variants() -> None:
+    assert parse_variants(None) == list(VARIANTS)
+    assert parse_variants("ort-fp32, ort-int8") == ["ort-fp32", "ort-int8"]
+    with pytest.raises(ApnetError, match="unknown backend variant"):
+        parse_variants("ort-fp16")
+
+
+def test_table3_tiny(tmp_path) -> None:
+    res = table3(_crops(), tmp_path, variants=["ort-fp32", "ort-int8"], batches=(2,), seconds=0.0, rounds=2,
+                 backbone="resnet18", input_size=(64, 32), progress=False)
+    assert set(res["levels"]) == {"0", "1", "2"}
+    p = [res["levels"][k]["params_m"] for k in "012"]
+    assert p[0] < p[1] < p[2]  # SE adds parameters, the pyramid more
+    for v in ("ort-fp32", "ort-int8"):
+        for lv in "012":
+            assert res["speed"][v][lv]["2"]["images_per_s"] > 0
+        o = res["attention_overhead"][v]["2"]
+        ips = res["speed"][v]
+        assert o == pytest.approx(1 - ips["2"]["2"]["images_per_s"] / ips["0"]["2"]["images_per_s"], abs=1e-4)
+    assert res["passed"] == (res["worst_overhead"] <= 0.15)
+    text = format_table3(res)
+    assert "level 2 (APNet-C)" in text and "attention overhead" in text
+    # files are reused on a second call (no re-export): same mtime
+    m = (tmp_path / "level2.int8.onnx").stat().st_mtime_ns
+    prepare_model(tmp_path / "level2.pt", _crops(), tmp_path, "level2", progress=False)
+    assert (tmp_path / "level2.int8.onnx").stat().st_mtime_ns == m
+
+
+def test_matrix_and_cli(tmp_path) -> None:
+    import cv2
+
+    crops = _crops()
+    res = table3(crops, tmp_path / "t3", variants=["ort-fp32"], batches=(1,), seconds=0.0, rounds=1,
+                 backbone="resnet18", input_size=(64, 32), progress=False)
+    ckpt = tmp_path / "t3" / "level2.pt"
+    assert res["levels"]["2"]["gmacs"] > 0
+    m = backend_matrix(ckpt, crops, tmp_path / "m", variants=["torch-fp32", "ort-fp32", "ort-int8"], batches=(1, 4),
+                       seconds=0.0, rounds=1, progress=False)
+    rows = m["rows"]
+    assert rows["ort-fp32"]["mean_cosine"] > 0.9999  # the reference against itself
+    assert rows["torch-fp32"]["mean_cosine"] > 0.9999  # export parity
+    assert -1.0 <= rows["ort-int8"]["worst_cosine"] <= rows["ort-int8"]["mean_cosine"] <= 1.0
+    assert "ONNX Runtime INT8" in format_matrix(m)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, c in enumerate(crops):
+        cv2.imwrite(str(calib / f"{i:03d}.png"), c)
+    out = tmp_path / "cli"
+    rc = main(["bench", "--matrix", str(ckpt), "--calib", str(calib), "--out", str(out), "--variants", "ort-fp32",
+               "--batch", "1", "--seconds", "0", "--rounds", "1"])
+    assert rc == 0
+    assert json.loads((out / "matrix.json").read_text())["rows"]["ort-fp32"]["gate_passed"] is True
+    assert (out / "matrix.md").read_text().startswith("| backend |")
+
+
+def test_cli_errors(tmp_path, capsys) -> None:
+    assert main(["bench", "--table3"]) == 2
+    assert "--calib" in capsys.readouterr().err
+    assert main(["bench"]) == 2
+    assert "--model" in capsys.readouterr().err
