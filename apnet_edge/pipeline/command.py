@@ -56,4 +56,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     print(json.dumps({k: summary[k] for k in ("wall_s", "cameras", "identities_created", "failures")}, indent=2))
     print(f"summary: {outputs.dir}/summary.json")
+    if summary.get("report"):
+        print(f"report: {summary['report']}")
+    elif summary.get("report_error"):
+        print(f"report: not written ({summary['report_error']}); try `apnet-edge report {outputs.dir}`")
     return 1 if summary["failures"] else 0

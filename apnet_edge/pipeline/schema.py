@@ -62,6 +62,8 @@ class CameraConfig:
     queue_size: int = 4  # bounded frame queue between the capture thread and the run loop
     retry_max_s: float = 30.0  # live sources: longest wait between reconnect attempts (exponential back-off)
     retries: int = 0  # live sources: reconnect attempts before giving up (0 = forever)
+    end_frame: int = 0  # files and folders: stop before this source frame (0 = at the end of the source)
+    loop: bool = False  # files and folders: restart at start_frame at the end (long runs; time keeps counting)
 
     @property
     def kind(self) -> str:
@@ -87,15 +89,21 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Person detector. ``input_size`` is (height, width) in pixels; ``None`` = read from the model."""
+    """Person detector. ``input_size`` is (height, width) in pixels; ``None`` = read from the model.
 
-    model: str = ""
-    type: str = "auto"  # auto (from the output shape) | yolox | yolo (Ultralytics export)
+    Keys left out of the YAML take the values of ``<model stem>.detector.json`` beside the model when it exists
+    (written by ``apnet-edge fetch-detector``), else the defaults below.
+    """
+
+    model: str = ""  # YOLOX ONNX | Ultralytics ONNX/OpenVINO/engine | Ultralytics .pt (exported to ONNX once)
+    type: str = "auto"  # auto (file name, metadata, output shape) | yolox | yolo (Ultralytics export)
     input_size: Optional[tuple[int, int]] = None
     score_threshold: float = 0.3
     nms_threshold: float = 0.45
     backend: str = "auto"  # auto | onnxruntime | openvino | tensorrt
     threads: int = 0  # CPU threads for the backend (0 = library default)
+    classes: Optional[tuple[Any, ...]] = None  # yolo: class names or ids kept as persons (None = "person")
+    box_width_scale: Optional[float] = None  # yolo: multiply box widths around their centre (None = 1)
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,7 @@ class OutputsConfig:
     video_fps: float = 10.0
     mosaic_tile_width: int = 480  # pixels per camera tile in the mosaic
     log_every_s: float = 5.0  # progress line period (0 = quiet)
+    report: bool = True  # report/ (best crop per identity and camera, thumbnails) during the run, report.html at the end
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,13 @@ def _camera(raw: Any, i: int, base: Path) -> CameraConfig:
         raise ConfigError(f"'{where}.max_fps' must be >= 0 and folder_fps > 0")
     if cam.queue_size < 1:
         raise ConfigError(f"'{where}.queue_size' must be >= 1, found {cam.queue_size}")
+    if cam.is_live and (cam.loop or cam.end_frame):
+        key = "loop" if cam.loop else "end_frame"
+        raise ConfigError(f"'{where}.{key}' applies to video files and image folders only, not to the live source "
+                          f"{cam.display_source!r}; remove it")
+    if cam.end_frame and cam.end_frame <= cam.start_frame:
+        raise ConfigError(f"'{where}.end_frame' must be 0 (to the end) or > start_frame ({cam.start_frame}), "
+                          f"found {cam.end_frame}")
     if cam.roi is not None:
         x1, y1, x2, y2 = cam.roi
         if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
@@ -235,6 +251,56 @@ def _check_range(value: float, lo: float, hi: float, key: str) -> None:
         raise ConfigError(f"'{key}' must be between {lo} and {hi}, found {value}")
 
 
+def _detector(raw: Any, base: Path) -> DetectorConfig:
+    """The ``detector`` section: keys checked, ``classes`` normalised, keys left out taken from the model's
+    ``<stem>.detector.json``, options that apply to Ultralytics models only refused for YOLOX."""
+    from apnet_edge.detectors import detector_type, read_detector_defaults
+    from apnet_edge.errors import ModelError
+
+    if isinstance(raw, dict) and isinstance(raw.get("classes"), (str, int)) and not isinstance(raw["classes"], bool):
+        c = raw["classes"]
+        raw = {**raw, "classes": [c] if isinstance(c, int) else [x.strip() for x in c.split(",") if x.strip()]}
+    det = from_dict(DetectorConfig, raw, "detector")
+    det = replace(det, model=_model_path(det.model, "detector.model", base))
+    if det.type not in DETECTOR_TYPES:
+        raise ConfigError(f"'detector.type' must be one of {DETECTOR_TYPES}, found {det.type!r}")
+    given = set(raw or {})
+    try:
+        stored = read_detector_defaults(det.model)
+    except ModelError as exc:
+        raise ConfigError(f"'detector.model': {exc}") from None
+    kind = det.type
+    if kind == "auto" and (stored or given & {"classes", "box_width_scale"}):
+        kind = detector_type(det.model, "auto")  # reads the file name / ONNX header only
+    fill = {k: v for k, v in stored.items() if k not in given and k in ("score_threshold", "nms_threshold",
+                                                                        "input_size", "classes", "box_width_scale")}
+    if kind == "yolox":
+        fill.pop("classes", None)
+        fill.pop("box_width_scale", None)
+    if fill:
+        det = from_dict(DetectorConfig, {**(raw or {}), **fill, "model": det.model}, "detector")
+    for key in ("classes", "box_width_scale"):
+        if kind == "yolox" and key in given and getattr(det, key) is not None:
+            raise ConfigError(f"'detector.{key}' applies to Ultralytics (yolo) models only; {det.model!r} is a YOLOX "
+                              f"model (it keeps COCO class 0, person): remove the key")
+    if det.classes is not None:
+        if not det.classes:
+            raise ConfigError("'detector.classes' must name at least one class (names or ids), or be left out "
+                              "for the class named person")
+        for i, c in enumerate(det.classes):
+            if isinstance(c, bool) or not isinstance(c, (str, int)) or (isinstance(c, int) and c < 0):
+                raise ConfigError(f"'detector.classes[{i}]' must be a class name or an id >= 0, found {c!r}")
+    if det.box_width_scale is not None and not 0.0 < det.box_width_scale <= 2.0:
+        raise ConfigError(f"'detector.box_width_scale' must be > 0 and <= 2 (e.g. 0.6 narrows boxes to 60% of their "
+                          f"width), found {det.box_width_scale}")
+    if det.input_size is not None and (min(det.input_size) <= 0 or any(v % 32 for v in det.input_size)):
+        raise ConfigError(f"'detector.input_size' must be [height, width], multiples of 32, found "
+                          f"{list(det.input_size)}")
+    _check_range(det.score_threshold, 0.0, 1.0, "detector.score_threshold")
+    _check_range(det.nms_threshold, 0.0, 1.0, "detector.nms_threshold")
+    return det
+
+
 def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     """Build and validate a :class:`CamsConfig` from the YAML mapping; ``base`` resolves relative paths."""
     base = Path(base)
@@ -255,12 +321,7 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
             raise ConfigError(f"'cameras[{i}].id': {c.id!r} is already used by cameras[{seen[c.id]}]; "
                               f"camera ids must be unique (they name the output files)")
         seen[c.id] = i
-    det = from_dict(DetectorConfig, data.get("detector"), "detector")
-    det = replace(det, model=_model_path(det.model, "detector.model", base))
-    if det.type not in DETECTOR_TYPES:
-        raise ConfigError(f"'detector.type' must be one of {DETECTOR_TYPES}, found {det.type!r}")
-    _check_range(det.score_threshold, 0.0, 1.0, "detector.score_threshold")
-    _check_range(det.nms_threshold, 0.0, 1.0, "detector.nms_threshold")
+    det = _detector(data.get("detector"), base)
     trk = from_dict(TrackerConfig, data.get("tracker"), "tracker")
     if trk.type not in TRACKERS:
         raise ConfigError(f"'tracker.type' must be one of {TRACKERS}, found {trk.type!r}")

@@ -64,20 +64,35 @@ def _jsonable(v: Any) -> Any:
 
 
 class LatencyStats:
-    """Per-stage latencies in milliseconds, kept in a bounded reservoir (flat memory on long runs)."""
+    """Per-stage latencies in milliseconds, kept in a bounded reservoir (flat memory on long runs).
+
+    Each stage's reservoir is one float32 array of ``capacity`` allocated (and written) in full at its first
+    sample, so memory does not creep while the reservoir fills.
+    """
 
     def __init__(self, capacity: int = 20000, seed: int = 0) -> None:
         self.capacity = capacity
-        self.samples: dict[str, list[float]] = {}
+        self._buf: dict[str, np.ndarray] = {}
         self.counts: dict[str, int] = {}
         self._rng = random.Random(seed)
 
+    @property
+    def samples(self) -> dict[str, np.ndarray]:
+        """{stage: the stored samples (at most ``capacity``)}."""
+        return {k: b[: min(self.counts[k], self.capacity)] for k, b in self._buf.items()}
+
+    def stored(self) -> int:
+        """Number of samples held over all stages (at most ``capacity`` per stage)."""
+        return sum(min(n, self.capacity) for n in self.counts.values())
+
     def add(self, stage: str, ms: float) -> None:
-        buf = self.samples.setdefault(stage, [])
+        buf = self._buf.get(stage)
+        if buf is None:
+            buf = self._buf[stage] = np.full(self.capacity, np.nan, np.float32)
         n = self.counts.get(stage, 0) + 1
         self.counts[stage] = n
-        if len(buf) < self.capacity:
-            buf.append(ms)
+        if n <= self.capacity:
+            buf[n - 1] = ms
         else:
             j = self._rng.randrange(n)
             if j < self.capacity:

@@ -91,6 +91,12 @@ class ByteTrackTracker:
         """Track ids not yet ended."""
         return list(self._last_seen)
 
+    def size(self) -> int:
+        """Tracks held in memory: ours not yet ended plus the library's tracked, lost and removed lists."""
+        bt = self._bt
+        return len(self._last_seen) + sum(len(getattr(bt, k, ())) for k in ("tracked_tracks", "lost_tracks",
+                                                                              "removed_tracks"))
+
 
 def make_tracker(cfg: TrackerConfig, frame_rate: float) -> Tracker:
     """The tracker named by ``cfg.type`` (only ``bytetrack`` for now)."""

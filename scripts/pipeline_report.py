@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""Report on one ``apnet-edge run`` output folder: identities, hand-offs, and global ids shared across cameras.
+
+    python scripts/pipeline_report.py runs/latest [--json]
+
+Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT files when present) and prints:
+
+- per camera: frames processed, local tracks, tracks that got a global id, error;
+- identities created, hand-offs (per ``from -> to`` camera pair; ``a -> a`` is a re-entry into the same camera);
+- global ids by the number of cameras they were seen in, and per camera pair the global ids seen in both;
+- a geometric check for cameras cut from the SAME source (as in ``configs/cams.*.yaml``): tracks of two such cameras
+  are the same person when their boxes, mapped back to source pixels through each camera's ``roi``, meet at the
+  cut at the same source frame (y-IoU >= 0.6 and at most 8 px apart in x, in >= 2 frames) or, for two cameras with
+  the same roi, overlap within 2 source frames (IoU >= 0.5: where two time halves meet). For those pairs it counts
+  how many got the same global id, and it counts "conflicts": a global id on two boxes of the same source frame that
+  are clearly not one person (a wrong merge). The geometry is skipped for cameras with ``loop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+Box = tuple[float, float, float, float]
+
+
+def read_events(run: Path) -> list[dict[str, Any]]:
+    path = run / "events.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist; give the output folder of a run (outputs.dir)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_mot(path: Path) -> dict[int, dict[int, Box]]:
+    """``<camera>.local.txt`` -> {track id: {source frame index (0-based): box x1,y1,x2,y2}}."""
+    tracks: dict[int, dict[int, Box]] = defaultdict(dict)
+    if not path.is_file():
+        return tracks
+    for line in path.read_text().splitlines():
+        p = line.split(",")
+        f, tid, x, y, w, h = int(p[0]) - 1, int(p[1]), float(p[2]), float(p[3]), float(p[4]), float(p[5])
+        tracks[tid][f] = (x, y, x + w, y + h)
+    return tracks
+
+
+def _iou_1d(a0: float, a1: float, b0: float, b1: float) -> float:
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    union = max(a1, b1) - min(a0, b0)
+    return inter / union if union > 0 else 0.0
+
+
+def _iou(a: Box, b: Box) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _x_gap(a: Box, b: Box) -> float:
+    return max(0.0, max(a[0], b[0]) - min(a[2], b[2]))
+
+
+def meet_at_cut(a: Box, b: Box) -> bool:
+    """Two boxes of one source frame (source pixels) that are one person seen across a cut between two rois."""
+    return _iou_1d(a[1], a[3], b[1], b[3]) >= 0.6 and _x_gap(a, b) <= 8.0
+
+
+def clearly_apart(a: Box, b: Box) -> bool:
+    """Two boxes of one source frame that cannot be one person (a global id on both is a wrong merge)."""
+    return _x_gap(a, b) > 50.0 or _iou_1d(a[1], a[3], b[1], b[3]) < 0.3
+
+
+def _shift(tracks: dict[int, dict[int, Box]], roi: Optional[list[int]]) -> dict[int, dict[int, Box]]:
+    dx, dy = (roi[0], roi[1]) if roi else (0, 0)
+    return {t: {f: (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy) for f, b in fr.items()} for t, fr in tracks.items()}
+
+
+def geometry(a: str, b: str, ta: dict[int, dict[int, Box]], tb: dict[int, dict[int, Box]], same_roi: bool,
+             gid: dict[tuple[str, int], int]) -> dict[str, Any]:
+    """Same-person track pairs of cameras ``a`` and ``b`` by geometry, and how many share a global id."""
+    by_frame_b: dict[int, list[tuple[int, Box]]] = defaultdict(list)
+    for t, fr in tb.items():
+        for f, box in fr.items():
+            by_frame_b[f].append((t, box))
+    agree: Counter[tuple[int, int]] = Counter()
+    conflicts: set[int] = set()
+    for t, fr in ta.items():
+        for f, box in fr.items():
+            for df in ((-2, -1, 0, 1, 2) if same_roi else (0,)):
+                for u, ubox in by_frame_b.get(f + df, ()):
+                    if (_iou(box, ubox) >= 0.5) if same_roi else meet_at_cut(box, ubox):
+                        agree[(t, u)] += 1
+                    g = gid.get((a, t))
+                    if df == 0 and g is not None and g == gid.get((b, u)) and clearly_apart(box, ubox):
+                        conflicts.add(g)
+    need = 1 if same_roi else 2
+    pairs = sorted(p for p, n in agree.items() if n >= need)
+    with_gid = [(t, u) for t, u in pairs if (a, t) in gid and (b, u) in gid]
+    same = [(t, u) for t, u in with_gid if gid[(a, t)] == gid[(b, u)]]
+    return {"cameras": [a, b], "kind": "time seam (same roi)" if same_roi else "spatial cut (same frames)",
+            "same_person_pairs": len(pairs), "both_have_gid": len(with_gid), "same_gid": len(same),
+            "same_gid_rate": round(len(same) / len(with_gid), 3) if with_gid else None,
+            "different_gid_pairs": [[t, u, gid[(a, t)], gid[(b, u)]] for t, u in with_gid if (t, u) not in same],
+            "conflict_gids": sorted(conflicts)}
+
+
+def report(run: Path) -> dict[str, Any]:
+    events = read_events(run)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    started = next((e for e in events if e["type"] == "run_started"), {"cameras": []})
+    cams = [c["id"] for c in started["cameras"]]
+    kinds = Counter(e["type"] for e in events)
+    gid: dict[tuple[str, int], int] = {}
+    for e in events:
+        if e["type"] == "identity_created":
+            gid[(e["camera"], e["track_id"])] = e["gid"]
+        elif e["type"] == "handoff":
+            gid[(e["to_camera"], e["track_id"])] = e["gid"]
+    handoffs = Counter(f"{e['from_camera']} -> {e['to_camera']}" for e in events if e["type"] == "handoff")
+    cross = sum(n for k, n in handoffs.items() if k.split(" -> ")[0] != k.split(" -> ")[1])
+    cams_of: dict[int, set[str]] = defaultdict(set)
+    for (c, _t), g in gid.items():
+        cams_of[g].add(c)
+    span = Counter(len(v) for v in cams_of.values())
+    pair_gids = {f"{a}+{b}": sum(1 for v in cams_of.values() if {a, b} <= v) for a, b in itertools.combinations(cams, 2)}
+    per_cam: dict[str, Any] = {}
+    for c in cams:
+        s = summary.get("cameras", {}).get(c, {})
+        per_cam[c] = {"frames_processed": s.get("frames_processed"), "error": s.get("error"),
+                      "tracks": sum(1 for e in events if e["type"] == "track_started" and e["camera"] == c),
+                      "tracks_with_gid": sum(1 for k in gid if k[0] == c)}
+    out: dict[str, Any] = {
+        "run": str(run), "cameras": per_cam,
+        "identities_created": kinds.get("identity_created", 0),
+        "handoffs": kinds.get("handoff", 0), "handoffs_cross_camera": cross,
+        "handoffs_by_pair": dict(sorted(handoffs.items())),
+        "global_ids": len(cams_of),
+        "global_ids_by_camera_count": {str(k): span[k] for k in sorted(span)},
+        "global_ids_in_several_cameras": sum(n for k, n in span.items() if k >= 2),
+        "global_ids_per_camera_pair": pair_gids,
+        "failures": summary.get("failures", []),
+    }
+    info = {c["id"]: c for c in started["cameras"]}
+    if any(c.get("loop") for c in info.values()):
+        out["geometry"] = "skipped: looped cameras (frame indices are not source frames)"
+        return out
+    mot = {c: _shift(read_mot(run / f"{c}.local.txt"), info[c].get("roi")) for c in cams}
+    geo = []
+    for a, b in itertools.combinations(cams, 2):
+        if info[a]["source"] != info[b]["source"] or not mot[a] or not mot[b]:
+            continue
+        fa = {f for fr in mot[a].values() for f in fr}
+        fb = {f for fr in mot[b].values() for f in fr}
+        same_roi = info[a].get("roi") == info[b].get("roi")
+        if same_roi and not any(f + d in fb for f in fa for d in (-2, -1, 1, 2)):
+            continue
+        if not same_roi and not fa & fb:
+            continue
+        geo.append(geometry(a, b, mot[a], mot[b], same_roi, gid))
+    out["geometry"] = geo
+    return out
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(f"run: {r['run']}")
+    for c, s in r["cameras"].items():
+        err = f"  ERROR: {s['error']}" if s["error"] else ""
+        print(f"  camera {c}: {s['frames_processed']} frames, {s['tracks']} tracks, "
+              f"{s['tracks_with_gid']} with a global id{err}")
+    print(f"identities created: {r['identities_created']}")
+    print(f"hand-offs: {r['handoffs']} ({r['handoffs_cross_camera']} across cameras, the rest re-entries)")
+    for k, n in r["handoffs_by_pair"].items():
+        print(f"  {k}: {n}")
+    by = ", ".join(f"{n} in {k} camera{'s' if k != '1' else ''}" for k, n in r["global_ids_by_camera_count"].items())
+    print(f"global ids: {r['global_ids']} ({by})")
+    for k, n in r["global_ids_per_camera_pair"].items():
+        print(f"  seen in both {k}: {n}")
+    geo = r.get("geometry")
+    if isinstance(geo, str):
+        print(f"geometry: {geo}")
+    for g in geo or []:
+        if isinstance(g, str):
+            break
+        a, b = g["cameras"]
+        print(f"geometry {a} / {b} ({g['kind']}): {g['same_person_pairs']} same-person track pairs, "
+              f"{g['both_have_gid']} with a global id on both sides, {g['same_gid']} with the SAME global id"
+              + (f" ({100 * g['same_gid_rate']:.0f} %)" if g["same_gid_rate"] is not None else "")
+              + f"; wrong merges (one id on two people at once): {len(g['conflict_gids'])}")
+    if r["failures"]:
+        print("failures: " + "; ".join(r["failures"]))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description="identities, hand-offs and cross-camera global ids of a run folder")
+    ap.add_argument("run", help="output folder of `apnet-edge run` (outputs.dir)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = ap.parse_args(argv)
+    r = report(Path(args.run))
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print_report(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
