@@ -6,7 +6,7 @@
 Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT files when present) and prints:
 
 - per camera: frames processed, local tracks, tracks that got a global id, error;
-- identities created, hand-offs (per ``from -> to`` camera pair; ``a -> a`` is a re-entry into the same camera);
+- identities created (and provisional ids revised: ``identity_revised``, the track's last id counts), hand-offs (per ``from -> to`` camera pair; ``a -> a`` is a re-entry into the same camera);
 - global ids by the number of cameras they were seen in, and per camera pair the global ids seen in both;
 - a geometric check for cameras cut from the SAME source (as in ``configs/cams.*.yaml``): tracks of two such cameras
   are the same person when their boxes, mapped back to source pixels through each camera's ``roi``, meet at the
@@ -122,6 +122,8 @@ def report(run: Path) -> dict[str, Any]:
             gid[(e["camera"], e["track_id"])] = e["gid"]
         elif e["type"] == "handoff":
             gid[(e["to_camera"], e["track_id"])] = e["gid"]
+        elif e["type"] == "identity_revised":  # a provisional id moved: the track's final id counts
+            gid[(e["camera"], e["track_id"])] = e["gid_to"]
     handoffs = Counter(f"{e['from_camera']} -> {e['to_camera']}" for e in events if e["type"] == "handoff")
     cross = sum(n for k, n in handoffs.items() if k.split(" -> ")[0] != k.split(" -> ")[1])
     cams_of: dict[int, set[str]] = defaultdict(set)
@@ -138,6 +140,8 @@ def report(run: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "run": str(run), "cameras": per_cam,
         "identities_created": kinds.get("identity_created", 0),
+        "identities_revised": kinds.get("identity_revised", 0),
+        "identities_merged": sum(1 for e in events if e["type"] == "identity_revised" and e.get("merged")),
         "handoffs": kinds.get("handoff", 0), "handoffs_cross_camera": cross,
         "handoffs_by_pair": dict(sorted(handoffs.items())),
         "global_ids": len(cams_of),
@@ -173,7 +177,9 @@ def print_report(r: dict[str, Any]) -> None:
         err = f"  ERROR: {s['error']}" if s["error"] else ""
         print(f"  camera {c}: {s['frames_processed']} frames, {s['tracks']} tracks, "
               f"{s['tracks_with_gid']} with a global id{err}")
-    print(f"identities created: {r['identities_created']}")
+    print(f"identities created: {r['identities_created']}"
+          + (f" (revised ids: {r['identities_revised']}, {r['identities_merged']} merged away)"
+             if r.get("identities_revised") else ""))
     print(f"hand-offs: {r['handoffs']} ({r['handoffs_cross_camera']} across cameras, the rest re-entries)")
     for k, n in r["handoffs_by_pair"].items():
         print(f"  {k}: {n}")

@@ -1,4 +1,10 @@
-"""Cross-camera matcher: a bounded gallery of global identities and one-to-one assignment of new tracks.
+"""Cross-camera matcher: a bounded gallery of global identities, one-to-one assignment of new tracks, and revision
+of provisional ids.
+
+Only trustworthy tracks are matched: the run loop hands a track to :meth:`CrossCameraMatcher.assign` once it was seen
+for ``min_track_frames`` frames and ``min_good_crops`` *good* crops of it were embedded (not truncated at the frame
+border, re-ID crop quality >= ``min_crop_quality``; see :mod:`apnet_edge.pipeline.scheduler`), with the mean
+embedding of its good crops only. A thin slice of a person entering at the border never creates or joins an identity.
 
 Tracks waiting for a global id are matched together, once per iteration, against the identities they may join:
 cosine similarity of L2-normalised embeddings, pairs below ``threshold`` forbidden, then Hungarian assignment
@@ -7,8 +13,22 @@ unassigned founds a new identity. An identity held by a live track of a camera c
 that same camera (one person is never twice in one view); it can be taken in another camera (overlapping views).
 With a topology, a move from camera A to camera B is allowed only along a listed transit whose time window holds
 the gap since the identity was last seen (a fitting transit adds ``topology_bonus``); re-entry into the same camera
-is always allowed. The gallery is bounded: identities unseen for ``ttl_s`` are forgotten, and beyond
-``gallery_size`` the least recently seen identity without a live track goes first.
+is always allowed.
+
+An identity keeps a bank of at most ``bank_size`` per-track embeddings (the good-crop mean of each track bound to
+it, newest kept), and a track's similarity to an identity is the best over the bank: one person seen from the front
+in one camera and from the side in another keeps both looks, and bad early crops never reach the bank.
+
+Provisional ids: for ``revise_window_s`` seconds of stream time after a track got its id, each new good embedding of
+the track is re-checked (:meth:`CrossCameraMatcher.revise`). When another identity it may join (same rules as
+above) now beats its own identity by ``revise_margin`` (and clears ``threshold``), the track moves there; an
+identity that this track founded and that no other track ever held is merged away (deleted). Moves are one-to-one
+per round (best gain first; an identity receives at most one moved track per round). Each move is returned as a
+:class:`Revision` (the run loop writes an ``identity_revised`` event); outputs written before a revision keep the
+old id (the MOT global file carries the current id from then on).
+
+The gallery is bounded: identities unseen for ``ttl_s`` are forgotten, and beyond ``gallery_size`` the least
+recently seen identity without a live track goes first; memory is at most ``gallery_size * bank_size`` vectors.
 """
 
 from __future__ import annotations
@@ -25,15 +45,27 @@ Key = tuple[str, int]  # (camera id, local track id)
 
 @dataclass
 class Identity:
-    """A global identity: embedding (D,) L2-normalised, times in seconds of stream time."""
+    """A global identity: a bank of per-track embeddings (D,) L2-normalised, times in seconds of stream time."""
 
     gid: int
-    embedding: np.ndarray
     first_seen: float
     last_seen: float
     last_camera: str
+    founder: Optional[Key] = None  # the track that created it
     tracks: set[Key] = field(default_factory=set)  # live tracks bound to it
     cameras: set[str] = field(default_factory=set)
+    bank: dict[Key, np.ndarray] = field(default_factory=dict)  # track -> its good-crop embedding, oldest first
+    n_tracks: int = 0  # tracks ever bound to it
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """(D,) L2-normalised mean of the bank (a summary; matching uses the best bank entry)."""
+        return _l2(np.mean(np.stack(list(self.bank.values())), axis=0))
+
+    def similarity(self, emb: np.ndarray, exclude: Optional[Key] = None) -> float:
+        """Best cosine similarity of ``emb`` (D,) L2-normalised to the bank, without ``exclude``; -inf if empty."""
+        vecs = [v for k, v in self.bank.items() if k != exclude]
+        return float(np.max(np.stack(vecs) @ emb)) if vecs else float("-inf")
 
 
 @dataclass(frozen=True)
@@ -49,6 +81,19 @@ class Assignment:
     gap_s: Optional[float] = None  # seconds since the identity was last seen
 
 
+@dataclass(frozen=True)
+class Revision:
+    """A provisional track moved from identity ``gid_from`` to ``gid_to`` (``merged``: ``gid_from`` was deleted)."""
+
+    camera_id: str
+    track_id: int
+    gid_from: int
+    gid_to: int
+    similarity: float  # to gid_to (best bank entry)
+    previous_similarity: Optional[float]  # to gid_from without the track's own entry (None: nobody else there)
+    merged: bool
+
+
 def _l2(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float32).reshape(-1)
     return v / max(float(np.linalg.norm(v)), 1e-12)
@@ -61,8 +106,11 @@ class CrossCameraMatcher:
         self.cfg = cfg
         self.gallery: dict[int, Identity] = {}
         self.bound: dict[Key, int] = {}
+        self.bound_at: dict[Key, float] = {}  # live track -> stream time it got its (first) id
+        self._dirty: set[Key] = set()  # provisional tracks with a new embedding since the last revise()
         self._next_gid = 1
         self.evicted = 0
+        self.revised = 0
         self._transits: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for t in cfg.topology:
             self._transits.setdefault((t.src, t.dst), []).append((t.min_s, t.max_s))
@@ -79,6 +127,15 @@ class CrossCameraMatcher:
                 return self.cfg.topology_bonus
         return None
 
+    def _similarities(self, q: np.ndarray, gids: list[int]) -> np.ndarray:
+        """(N, G) best-of-bank cosine similarity of embeddings q (N, D) to identities ``gids``."""
+        owners = [c for c, g in enumerate(gids) for _ in self.gallery[g].bank]
+        bank = np.stack([v for g in gids for v in self.gallery[g].bank.values()])
+        flat = q @ bank.T
+        sim = np.full((len(q), len(gids)), -np.inf, np.float32)
+        np.maximum.at(sim.T, np.asarray(owners), flat.T)
+        return sim
+
     def assign(self, pending: list[tuple[str, int, np.ndarray]], now: float) -> list[Assignment]:
         """Give each pending (camera id, track id, embedding (D,)) a global id; ``now`` in seconds."""
         from scipy.optimize import linear_sum_assignment
@@ -87,13 +144,11 @@ class CrossCameraMatcher:
         pending = [(c, t, _l2(e)) for c, t, e in pending if (c, t) not in self.bound]
         if not pending:
             return []
-        gids = list(self.gallery)
+        gids = [g for g, i in self.gallery.items() if i.bank]
         out: list[Assignment] = []
         taken: set[int] = set()
         if gids:
-            q = np.stack([e for _, _, e in pending])
-            g = np.stack([self.gallery[i].embedding for i in gids])
-            sim = q @ g.T
+            sim = self._similarities(np.stack([e for _, _, e in pending]), gids)
             score = np.full_like(sim, -np.inf)
             for r, (cam, _, _) in enumerate(pending):
                 for c, gid in enumerate(gids):
@@ -115,7 +170,7 @@ class CrossCameraMatcher:
         for r, (cam, tid, emb) in enumerate(pending):
             if r in taken:
                 continue
-            ident = Identity(self._next_gid, emb, now, now, cam)
+            ident = Identity(self._next_gid, now, now, cam, founder=(cam, tid))
             self._next_gid += 1
             self.gallery[ident.gid] = ident
             self._bind(ident, cam, tid, emb, now)
@@ -126,26 +181,95 @@ class CrossCameraMatcher:
     def _bind(self, ident: Identity, cam: str, tid: int, emb: np.ndarray, now: float) -> None:
         ident.tracks.add((cam, tid))
         ident.cameras.add(cam)
+        ident.n_tracks += 1
         self.bound[(cam, tid)] = ident.gid
+        self.bound_at[(cam, tid)] = now
         self.update(cam, tid, emb, now)
+        self._dirty.discard((cam, tid))
+
+    def _bank_put(self, ident: Identity, key: Key, emb: np.ndarray) -> None:
+        ident.bank.pop(key, None)
+        ident.bank[key] = _l2(emb)  # newest last
+        while len(ident.bank) > self.cfg.bank_size:
+            del ident.bank[next(iter(ident.bank))]
 
     def update(self, camera_id: str, track_id: int, embedding: Optional[np.ndarray], now: float) -> None:
-        """A bound track was seen at ``now`` (and maybe re-embedded): refresh its identity."""
-        gid = self.bound.get((camera_id, track_id))
+        """A bound track was seen at ``now`` (and maybe has a new good-crop embedding): refresh its identity."""
+        key = (camera_id, track_id)
+        gid = self.bound.get(key)
         ident = self.gallery.get(gid) if gid is not None else None
         if ident is None:
             return
         ident.last_seen = max(ident.last_seen, now)
         ident.last_camera = camera_id
         if embedding is not None:
-            m = self.cfg.identity_momentum
-            ident.embedding = _l2(m * ident.embedding + (1.0 - m) * _l2(embedding))
+            self._bank_put(ident, key, embedding)
+            if self.provisional(camera_id, track_id, now):
+                self._dirty.add(key)
+
+    def provisional(self, camera_id: str, track_id: int, now: float) -> bool:
+        """Whether the track's id may still be revised at ``now``."""
+        t0 = self.bound_at.get((camera_id, track_id))
+        return t0 is not None and now - t0 <= self.cfg.revise_window_s
+
+    def revise(self, now: float) -> list[Revision]:
+        """Re-check provisional tracks with a new embedding since the last call; move those that now clearly belong
+        to another identity (see the module docstring). Returns the moves."""
+        dirty, self._dirty = self._dirty, set()
+        cands: list[tuple[float, Key, int, float, Optional[float], np.ndarray]] = []
+        for key in dirty:
+            gid = self.bound.get(key)
+            cur = self.gallery.get(gid) if gid is not None else None
+            if cur is None or key not in cur.bank or not self.provisional(key[0], key[1], now):
+                continue
+            emb = cur.bank[key]
+            own = cur.similarity(emb, exclude=key)
+            for g, ident in self.gallery.items():
+                if g == gid or not ident.bank:
+                    continue
+                bonus = self._prior(ident, key[0], now)
+                if bonus is None:
+                    continue
+                s = ident.similarity(emb)
+                if s >= self.cfg.threshold and s + bonus >= own + self.cfg.revise_margin:
+                    cands.append((s + bonus - own, key, g, s, own if np.isfinite(own) else None, emb))
+        out: list[Revision] = []
+        moved: set[Key] = set()
+        received: set[int] = set()
+        for _gain, key, g, s, own, emb in sorted(cands, key=lambda c: -c[0]):
+            if key in moved or g in received or g not in self.gallery or self.bound.get(key) not in self.gallery:
+                continue
+            target = self.gallery[g]
+            if self._prior(target, key[0], now) is None:  # a track of this camera moved there this round
+                continue
+            gid_from = self.bound[key]
+            old = self.gallery[gid_from]
+            old.bank.pop(key, None)  # may be gone already (a move into `old` this round filled its bank)
+            old.tracks.discard(key)
+            merged = old.founder == key and old.n_tracks == 1
+            if merged:
+                del self.gallery[gid_from]
+            target.tracks.add(key)
+            target.cameras.add(key[0])
+            target.n_tracks += 1
+            target.last_seen = max(target.last_seen, now)
+            target.last_camera = key[0]
+            self._bank_put(target, key, emb)
+            self.bound[key] = g
+            moved.add(key)
+            received.add(g)
+            self.revised += 1
+            out.append(Revision(key[0], key[1], gid_from, g, s, own, merged))
+        return out
 
     def release(self, camera_id: str, track_id: int) -> Optional[int]:
         """The track ended: unbind it; its identity stays in the gallery for re-entry. Returns the gid."""
-        gid = self.bound.pop((camera_id, track_id), None)
+        key = (camera_id, track_id)
+        gid = self.bound.pop(key, None)
+        self.bound_at.pop(key, None)
+        self._dirty.discard(key)
         if gid is not None and gid in self.gallery:
-            self.gallery[gid].tracks.discard((camera_id, track_id))
+            self.gallery[gid].tracks.discard(key)
         return gid
 
     def gid_of(self, camera_id: str, track_id: int) -> Optional[int]:
@@ -166,5 +290,7 @@ class CrossCameraMatcher:
         for ident in order[:excess]:
             for key in list(ident.tracks):
                 self.bound.pop(key, None)
+                self.bound_at.pop(key, None)
+                self._dirty.discard(key)
             del self.gallery[ident.gid]
             self.evicted += 1

@@ -152,7 +152,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
     video = (VideoSink(out_dir, [c.id for c in cfg.cameras], cfg.outputs.video, cfg.outputs.video_fps,
                        cfg.outputs.mosaic_tile_width) if cfg.outputs.video != "none" else None)
     gallery = IdentityGallery(out_dir / "report", cfg.reid) if cfg.outputs.report else None  # report pictures
-    scheduler = EmbeddingScheduler(cfg.reid)
+    scheduler = EmbeddingScheduler(cfg.reid, good_quality=cfg.matcher.min_crop_quality)
     matcher = CrossCameraMatcher(cfg.matcher)
     failures: list[str] = []
     cams = {c.id: _Camera(CameraThread(c, cfg.max_frames)) for c in cfg.cameras}
@@ -325,12 +325,19 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
             for _cam, frame, tracked in per_frame:
                 for tb in tracked:
                     st = scheduler.tracks.get((frame.camera_id, tb.track_id))
-                    e = st.embedding if st is not None else None
+                    # only good crops (not truncated, quality >= matcher.min_crop_quality) reach the matcher
+                    e = st.good_embedding if st is not None else None
                     if matcher.gid_of(frame.camera_id, tb.track_id) is not None:
-                        fresh = st is not None and st.last_embed_frame == frame.index
+                        fresh = st is not None and st.last_good_frame == frame.index
                         matcher.update(frame.camera_id, tb.track_id, e if fresh else None, frame.timestamp)
-                    elif e is not None and st is not None and st.frames_seen >= cfg.matcher.min_track_frames:
+                    elif (e is not None and st is not None and st.frames_seen >= cfg.matcher.min_track_frames
+                          and st.good_count >= cfg.matcher.min_good_crops):
                         pending.append((frame.camera_id, tb.track_id, e))
+            for rv in matcher.revise(now):  # provisional ids that now clearly belong to another identity
+                emit("identity_revised", gid_from=rv.gid_from, gid_to=rv.gid_to, camera=rv.camera_id,
+                     track_id=rv.track_id, t=round(now, 3), similarity=round(rv.similarity, 4),
+                     previous_similarity=(round(rv.previous_similarity, 4) if rv.previous_similarity is not None
+                                          else None), merged=rv.merged)
             for a in matcher.assign(pending, now):
                 box = next(tb.box for c, f, tr in per_frame if f.camera_id == a.camera_id
                            for tb in tr if tb.track_id == a.track_id)

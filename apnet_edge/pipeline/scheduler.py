@@ -7,6 +7,11 @@ stalest), so re-ID cost stays bounded however crowded the scene is. Crop quality
 ``size * (0.5 if truncated at the border) * (1 - overlap with another person)``; crops below ``min_box_height`` or
 overlapping more than ``max_overlap_iou`` are never embedded. A track's embedding is the quality-weighted mean of its
 embeddings, L2-normalised.
+
+A crop is *good* when it is not truncated at the frame border and its quality is at least ``good_quality`` (the
+matcher's ``min_crop_quality``). Each track also keeps the quality-weighted mean of its good crops only
+(:attr:`TrackEmbedding.good_embedding`): the cross-camera matcher matches and updates identities with that one, so a
+thin slice of a person entering at the border never creates or joins an identity, nor pollutes one.
 """
 
 from __future__ import annotations
@@ -28,14 +33,21 @@ def crop_quality(boxes: np.ndarray, frame_hw: tuple[int, int], cfg: ReidConfig) 
     h, w = frame_hw
     heights = boxes[:, 3] - boxes[:, 1]
     size = np.clip(heights / float(cfg.ref_box_height), 0.0, 1.0)
-    b = cfg.border_px
-    truncated = (boxes[:, 0] <= b) | (boxes[:, 1] <= b) | (boxes[:, 2] >= w - 1 - b) | (boxes[:, 3] >= h - 1 - b)
+    truncated = at_border(boxes, frame_hw, cfg.border_px)
     iou = box_iou(boxes, boxes)
     np.fill_diagonal(iou, 0.0)
     overlap = iou.max(axis=1) if len(boxes) > 1 else np.zeros(len(boxes), np.float32)
     q = size * np.where(truncated, 0.5, 1.0) * (1.0 - overlap)
     q[(heights < cfg.min_box_height) | (overlap > cfg.max_overlap_iou)] = 0.0
     return q.astype(np.float32)
+
+
+def at_border(boxes: np.ndarray, frame_hw: tuple[int, int], border_px: int) -> np.ndarray:
+    """(N,) bool: boxes (N,4) x1,y1,x2,y2 within ``border_px`` of an edge of a (height, width) frame (truncated)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    h, w = frame_hw
+    b = border_px
+    return (boxes[:, 0] <= b) | (boxes[:, 1] <= b) | (boxes[:, 2] >= w - 1 - b) | (boxes[:, 3] >= h - 1 - b)
 
 
 @dataclass
@@ -49,7 +61,10 @@ class TrackEmbedding:
     last_embed_frame: int = -1
     best_quality: float = 0.0
     weight: float = 0.0
+    good_count: int = 0  # embedded good crops (not truncated, quality >= the scheduler's good_quality)
+    last_good_frame: int = -1
     _sum: Optional[np.ndarray] = field(default=None, repr=False)
+    _good_sum: Optional[np.ndarray] = field(default=None, repr=False)
 
     @property
     def embedding(self) -> Optional[np.ndarray]:
@@ -59,14 +74,26 @@ class TrackEmbedding:
         n = float(np.linalg.norm(self._sum))
         return (self._sum / max(n, 1e-12)).astype(np.float32)
 
-    def add(self, emb: np.ndarray, quality: float, frame_index: int) -> None:
-        """Fold in one L2-normalised embedding (D,) with weight ``quality``."""
+    @property
+    def good_embedding(self) -> Optional[np.ndarray]:
+        """(D,) float32 L2-normalised quality-weighted mean of the good crops only, or None before the first."""
+        if self._good_sum is None:
+            return None
+        n = float(np.linalg.norm(self._good_sum))
+        return (self._good_sum / max(n, 1e-12)).astype(np.float32)
+
+    def add(self, emb: np.ndarray, quality: float, frame_index: int, good: bool = False) -> None:
+        """Fold in one L2-normalised embedding (D,) with weight ``quality``; ``good``: also into the good mean."""
         q = max(float(quality), 1e-3)
         e = np.asarray(emb, np.float32).reshape(-1)
         self._sum = q * e if self._sum is None else self._sum + q * e
         self.weight += q
         self.last_embed_frame = frame_index
         self.best_quality = max(self.best_quality, float(quality))
+        if good:
+            self._good_sum = q * e if self._good_sum is None else self._good_sum + q * e
+            self.good_count += 1
+            self.last_good_frame = frame_index
 
 
 @dataclass(frozen=True)
@@ -79,21 +106,24 @@ class EmbedRequest:
     box: tuple[float, float, float, float]
     quality: float
     reason: str  # new | better | refresh
+    truncated: bool = False  # the box touches the frame border (within reid.border_px)
 
 
 class EmbeddingScheduler:
     """Keeps :class:`TrackEmbedding` per (camera, track) and picks crops under a per-iteration budget."""
 
-    def __init__(self, cfg: ReidConfig) -> None:
+    def __init__(self, cfg: ReidConfig, good_quality: float = 0.0) -> None:
         self.cfg = cfg
+        self.good_quality = float(good_quality)  # a crop not truncated and at least this good is "good"
         self.tracks: dict[tuple[str, int], TrackEmbedding] = {}
 
     def observe(self, camera_id: str, frame_index: int, track_ids: list[int], boxes: np.ndarray,
                 frame_hw: tuple[int, int]) -> list[EmbedRequest]:
         """Record one camera frame's tracks; return the candidate crops (not yet budgeted)."""
         q = crop_quality(boxes, frame_hw, self.cfg)
+        cut = at_border(boxes, frame_hw, self.cfg.border_px)
         out: list[EmbedRequest] = []
-        for tid, box, qi in zip(track_ids, np.asarray(boxes).reshape(-1, 4), q):
+        for tid, box, qi, ci in zip(track_ids, np.asarray(boxes).reshape(-1, 4), q, cut):
             st = self.tracks.get((camera_id, tid))
             if st is None:
                 st = self.tracks[(camera_id, tid)] = TrackEmbedding(camera_id, tid, frame_index)
@@ -109,7 +139,7 @@ class EmbeddingScheduler:
                 reason = "refresh"
             if reason:
                 out.append(EmbedRequest(camera_id, tid, frame_index, tuple(float(v) for v in box),  # type: ignore[arg-type]
-                                        float(qi), reason))
+                                        float(qi), reason, bool(ci)))
         return out
 
     def select(self, candidates: list[EmbedRequest]) -> list[EmbedRequest]:
@@ -127,7 +157,7 @@ class EmbeddingScheduler:
         for r, e in zip(requests, embeddings):
             st = self.tracks.get((r.camera_id, r.track_id))
             if st is not None:
-                st.add(e, r.quality, r.frame_index)
+                st.add(e, r.quality, r.frame_index, good=not r.truncated and r.quality >= self.good_quality)
 
     def drop(self, camera_id: str, track_id: int) -> Optional[TrackEmbedding]:
         """Forget an ended track (keeps memory flat); returns its last state."""

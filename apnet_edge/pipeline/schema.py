@@ -153,7 +153,12 @@ class MatcherConfig:
     gallery_size: int = 1000  # most identities kept (least recently seen evicted first)
     ttl_s: float = 600.0  # identities not seen for this long are forgotten (seconds of stream time)
     min_track_frames: int = 3  # a track is matched only after this many frames (avoids one-frame ghosts)
-    identity_momentum: float = 0.9  # identity embedding <- momentum * old + (1 - momentum) * track's
+    min_crop_quality: float = 0.3  # a crop is "good" when not truncated at the border and its reid quality >= this
+    min_good_crops: int = 1  # a track is matched only once this many good crops were embedded
+    revise_window_s: float = 4.0  # seconds after a track gets its id during which its id is provisional (0 = never)
+    revise_margin: float = 0.05  # a provisional track moves when another identity beats its own by this much
+    bank_size: int = 1  # per-identity bank of per-track embeddings, newest kept (matched by the best entry)
+    identity_momentum: float = 0.9  # unused since identities keep a bank (bank_size); accepted for old files
     topology: tuple[TransitConfig, ...] = ()  # empty = any camera can follow any other at any time
     topology_bonus: float = 0.05  # added to similarity when a transit fits the topology window
 
@@ -353,6 +358,14 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     match = replace(from_dict(MatcherConfig, raw_match, "matcher"), topology=topo)
     _check_range(match.threshold, -1.0, 1.0, "matcher.threshold")
     _check_range(match.identity_momentum, 0.0, 1.0, "matcher.identity_momentum")
+    _check_range(match.min_crop_quality, 0.0, 1.0, "matcher.min_crop_quality")
+    _check_range(match.revise_margin, 0.0, 2.0, "matcher.revise_margin")
+    for key in ("min_track_frames", "min_good_crops", "bank_size"):
+        if getattr(match, key) < 1:
+            raise ConfigError(f"'matcher.{key}' must be >= 1, found {getattr(match, key)}")
+    if match.revise_window_s < 0:
+        raise ConfigError(f"'matcher.revise_window_s' must be >= 0 (0 = ids are never revised), found "
+                          f"{match.revise_window_s}")
     if match.gallery_size < 1 or match.ttl_s <= 0:
         raise ConfigError("'matcher.gallery_size' must be >= 1 and 'matcher.ttl_s' > 0")
     out = from_dict(OutputsConfig, data.get("outputs"), "outputs")

@@ -1,0 +1,188 @@
+"""Cross-camera matcher rules: good crops only, provisional ids and revision, identity banks (synthetic, no models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apnet_edge.errors import ConfigError
+from apnet_edge.pipeline.matcher import CrossCameraMatcher
+from apnet_edge.pipeline.scheduler import EmbeddingScheduler
+from apnet_edge.pipeline.schema import MatcherConfig, ReidConfig, parse_cams
+
+D = 32
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _people(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [_unit(rng.normal(size=D)) for _ in range(n)]
+
+
+def _near(p: np.ndarray, seed: int, noise: float = 0.05) -> np.ndarray:
+    return _unit(p + noise * np.random.default_rng(seed).normal(size=D))
+
+
+def test_thin_border_track_has_no_good_embedding_so_it_is_never_matched() -> None:
+    cfg = ReidConfig(model="m", min_box_height=20, ref_box_height=100, border_px=4)
+    s = EmbeddingScheduler(cfg, good_quality=0.3)
+    slice_box = np.array([[0, 50, 17, 150]], np.float32)  # a 17 px slice at the left border, tall enough
+    for f in range(5):
+        cands = s.observe("left", f, [1], slice_box, (300, 400))
+        s.update(s.select(cands), _people(1)[0][None])
+    st = s.tracks[("left", 1)]
+    assert st.frames_seen == 5 and st.embedding is not None  # embedded (quality 0.5) ...
+    assert st.good_embedding is None and st.good_count == 0  # ... but never good: the run loop never matches it
+    # the person steps in: a full crop is good, and only it makes the good embedding
+    full = np.array([[30, 50, 70, 150]], np.float32)
+    cands = s.observe("left", 5, [1], full, (300, 400))
+    assert cands and cands[0].reason == "better" and not cands[0].truncated
+    p = _people(2)[1]
+    s.update(s.select(cands), p[None])
+    assert st.good_count == 1 and st.last_good_frame == 5 and np.allclose(st.good_embedding, p, atol=1e-6)
+    # a small untruncated crop below min_crop_quality is not good either
+    s2 = EmbeddingScheduler(cfg, good_quality=0.3)
+    cands = s2.observe("a", 0, [1], np.array([[30, 50, 50, 75]], np.float32), (300, 400))  # 25 px: quality 0.25
+    s2.update(cands, p[None])
+    assert s2.tracks[("a", 1)].good_count == 0
+
+
+def _lone_then_better(cfg: MatcherConfig) -> tuple[CrossCameraMatcher, np.ndarray, int]:
+    """Person p has identity A (seen in `left`, ended); track right/2 starts with a poor embedding -> new id B."""
+    m = CrossCameraMatcher(cfg)
+    p, other = _people(2, seed=3)
+    ga = m.assign([("left", 1, p)], now=0.0)[0].gid
+    m.release("left", 1)
+    poor = _unit(p + 1.5 * other)  # clearly below the threshold to p
+    assert float(poor @ p) < cfg.threshold
+    b = m.assign([("right", 2, poor)], now=10.0)[0]
+    assert b.created and b.gid != ga
+    return m, p, ga
+
+
+def test_revision_moves_a_provisional_track_and_merges_its_lone_identity() -> None:
+    m, p, ga = _lone_then_better(MatcherConfig(threshold=0.7, revise_window_s=5.0, revise_margin=0.05))
+    gb = m.gid_of("right", 2)
+    m.update("right", 2, _near(p, 1), now=11.0)  # a better crop: now clearly person p
+    revs = m.revise(now=11.0)
+    assert len(revs) == 1
+    r = revs[0]
+    assert (r.camera_id, r.track_id, r.gid_from, r.gid_to, r.merged) == ("right", 2, gb, ga, True)
+    assert r.similarity > 0.9 and r.previous_similarity is None
+    assert m.gid_of("right", 2) == ga and gb not in m.gallery  # merged away
+    assert ("right", 2) in m.gallery[ga].tracks and ("right", 2) in m.gallery[ga].bank
+    assert m.revise(now=11.5) == []  # nothing new to check
+    assert m.revised == 1
+
+
+def test_no_revision_past_the_provisional_window_or_when_disabled() -> None:
+    m, p, ga = _lone_then_better(MatcherConfig(threshold=0.7, revise_window_s=5.0))
+    gb = m.gid_of("right", 2)
+    m.update("right", 2, _near(p, 1), now=15.5)  # 5.5 s after it got its id
+    assert not m.provisional("right", 2, 15.5)
+    assert m.revise(now=15.5) == [] and m.gid_of("right", 2) == gb
+    m0, p0, _ = _lone_then_better(MatcherConfig(threshold=0.7, revise_window_s=0.0))
+    m0.update("right", 2, _near(p0, 1), now=10.0)  # same instant: still inside a 0 s window...
+    m0.update("right", 2, _near(p0, 2), now=10.5)
+    assert m0.revise(now=10.5) == []  # ...but the check happens later: nothing moves
+
+
+def test_revision_needs_the_margin_and_the_threshold() -> None:
+    cfg = MatcherConfig(threshold=0.7, revise_window_s=5.0, revise_margin=0.2, bank_size=4)
+    m = CrossCameraMatcher(cfg)
+    p, q = _people(2, seed=5)
+    a = m.assign([("left", 1, p)], now=0.0)[0].gid
+    b = m.assign([("left", 2, q)], now=0.0)[0].gid
+    m.release("left", 1)
+    m.release("left", 2)
+    mid = _unit(p + q)  # as close to p as to q
+    m.assign([("right", 3, _near(q, 9, 0.01))], now=1.0)  # joins q's identity
+    assert m.gid_of("right", 3) == b
+    m.update("right", 3, _unit(mid + 0.05 * p), now=1.5)  # slightly closer to p, but not by the margin
+    assert m.revise(now=1.5) == [] and m.gid_of("right", 3) == b and a in m.gallery
+
+
+def test_revision_respects_same_camera_exclusion_and_is_one_to_one() -> None:
+    cfg = MatcherConfig(threshold=0.7, revise_window_s=5.0)
+    m = CrossCameraMatcher(cfg)
+    p, x, y = _people(3, seed=7)
+    ga = m.assign([("left", 1, p)], now=0.0)[0].gid
+    m.release("left", 1)
+    # two tracks of camera `right` start badly, get their own ids, then both look like p
+    out = m.assign([("right", 2, _unit(p + 1.5 * x)), ("right", 3, _unit(p + 1.5 * y))], now=1.0)
+    assert all(o.created for o in out)
+    m.update("right", 2, _near(p, 1), now=2.0)
+    m.update("right", 3, _near(p, 2, 0.02), now=2.0)
+    revs = m.revise(now=2.0)
+    assert len(revs) == 1 and revs[0].gid_to == ga  # only one of them may take p's identity in camera right
+    winner = revs[0].track_id
+    loser = 5 - winner
+    m.update("right", loser, _near(p, 3), now=2.5)
+    assert m.revise(now=2.5) == []  # p's identity is live in camera right: no second binding there
+    assert sum(1 for k in m.gallery[ga].tracks if k[0] == "right") == 1
+    # an identity held by another live track of the same camera is never a revision target either
+    m2 = CrossCameraMatcher(cfg)
+    g_live = m2.assign([("right", 1, p)], now=0.0)[0].gid
+    m2.assign([("right", 2, _unit(p + 1.5 * x))], now=0.0)
+    m2.update("right", 2, _near(p, 4), now=1.0)
+    assert m2.revise(now=1.0) == [] and m2.gid_of("right", 2) != g_live
+
+
+def test_moving_a_track_keeps_an_identity_other_tracks_held() -> None:
+    cfg = MatcherConfig(threshold=0.7, revise_window_s=5.0)
+    m = CrossCameraMatcher(cfg)
+    p, q = _people(2, seed=11)
+    gp = m.assign([("left", 1, p)], now=0.0)[0].gid
+    m.release("left", 1)
+    gq = m.assign([("right", 2, q)], now=1.0)[0].gid  # track right/2 founded q's identity ...
+    m.assign([("left", 3, _near(q, 1))], now=1.0)  # ... and left/3 joined it
+    assert m.gid_of("left", 3) == gq
+    m.update("right", 2, _near(p, 2, 0.01), now=2.0)  # right/2 turns out to be p
+    m.update("right", 2, _near(p, 3, 0.01), now=2.5)
+    revs = m.revise(now=2.5)
+    assert [(r.gid_from, r.gid_to, r.merged) for r in revs] == [(gq, gp, False)]
+    assert gq in m.gallery and m.gid_of("left", 3) == gq and ("right", 2) not in m.gallery[gq].bank
+
+
+def test_identity_bank_is_bounded_and_only_fed_good_embeddings() -> None:
+    m = CrossCameraMatcher(MatcherConfig(threshold=0.5, bank_size=3))
+    p = _people(1, seed=13)[0]
+    g = m.assign([("a", 0, p)], now=0.0)[0].gid
+    m.update("a", 0, None, now=1.0)  # seen without a new good crop: bank unchanged
+    assert len(m.gallery[g].bank) == 1 and m.gallery[g].last_seen == 1.0
+    for i in range(1, 6):
+        m.release("a", i - 1)
+        assert m.assign([("a", i, _near(p, i))], now=float(i))[0].gid == g
+    assert len(m.gallery[g].bank) == 3 and list(m.gallery[g].bank)[-1] == ("a", 5)
+
+
+def _cams(tmp_path: Path, matcher: dict) -> dict:
+    for name in ("det.onnx", "reid.onnx", "a.avi"):
+        (tmp_path / name).write_bytes(b"x")
+    return {"cameras": [{"id": "a", "source": "a.avi"}], "detector": {"model": "det.onnx"},
+            "reid": {"model": "reid.onnx"}, "matcher": matcher}
+
+
+@pytest.mark.parametrize("matcher, needle", [
+    ({"min_crop_quality": 1.5}, "matcher.min_crop_quality"),
+    ({"min_good_crops": 0}, "matcher.min_good_crops"),
+    ({"bank_size": 0}, "matcher.bank_size"),
+    ({"min_track_frames": 0}, "matcher.min_track_frames"),
+    ({"revise_window_s": -1.0}, "matcher.revise_window_s"),
+    ({"revise_margin": -0.1}, "matcher.revise_margin"),
+])
+def test_new_matcher_keys_are_validated(tmp_path: Path, matcher: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_cams(_cams(tmp_path, matcher), tmp_path)
+
+
+def test_new_matcher_keys_parse(tmp_path: Path) -> None:
+    cfg = parse_cams(_cams(tmp_path, {"min_crop_quality": 0.4, "min_good_crops": 2, "revise_window_s": 0,
+                                      "revise_margin": 0.1, "bank_size": 4}), tmp_path)
+    assert (cfg.matcher.min_crop_quality, cfg.matcher.min_good_crops, cfg.matcher.revise_window_s,
+            cfg.matcher.revise_margin, cfg.matcher.bank_size) == (0.4, 2, 0.0, 0.1, 4)
