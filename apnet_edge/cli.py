@@ -229,6 +229,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity-detector", help="YOLOX ONNX detector for those crops")
     p.add_argument("--parity-dir", help="or: a folder of person crops for the parity check")
     p.add_argument("--min-cosine", type=float, default=0.9999, help="per-crop cosine ONNX vs PyTorch (default 0.9999)")
+    p.add_argument("--no-fuse-attention", action="store_true",
+                   help="export the APNet-C attention step by step instead of as one per-channel affine map per "
+                        "pyramid (same function; the fused form is what makes INT8/bf16 fast)")
 
 
 def _parity_crops(args: argparse.Namespace) -> Optional[list]:
@@ -254,7 +257,7 @@ def _export(args: argparse.Namespace) -> int:
     crops = _parity_crops(args)
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, normalize_in_graph=args.normalize_in_graph,
                          simplify=not args.no_simplify, parity_crops=crops, min_cosine=args.min_cosine,
-                         exporter=args.exporter)
+                         exporter=args.exporter, fuse_attention=not args.no_fuse_attention)
     _out(json.dumps(result.to_dict(), indent=2, default=str))
     if crops is None:
         _out("note: no real crops given (--parity-dir or --parity-video), parity was checked on random pixels only")

@@ -284,7 +284,7 @@ def parity_check(model: Any, onnx_path: PathLike, crops: Sequence[np.ndarray], t
 def export_onnx(checkpoint: PathLike, out: PathLike, opset: int = DEFAULT_OPSET, normalize_in_graph: bool = False,
                 simplify: bool = True, parity_crops: Optional[Sequence[np.ndarray]] = None,
                 min_cosine: float = 0.9999, exporter: str = "torchscript",
-                batch_size_hint: int = 2) -> ExportResult:
+                batch_size_hint: int = 2, fuse_attention: bool = True) -> ExportResult:
     """Export the embedding path of an apnet-edge checkpoint to a single-file ONNX at ``out``.
 
     Args:
@@ -298,6 +298,9 @@ def export_onnx(checkpoint: PathLike, out: PathLike, opset: int = DEFAULT_OPSET,
         min_cosine: minimal per-crop cosine similarity for the export to pass.
         exporter: ``"torchscript"`` (default, any opset) or ``"dynamo"`` (opset >= 18).
         batch_size_hint: batch of the dummy input used to trace (>1 so no size-1 dimension gets baked in).
+        fuse_attention: export each APNet-C attention pyramid as one per-channel affine map computed from the
+            channel means (the same function, one pass over the feature map instead of five: see
+            ``AttentionPyramidC.affine``); the parity check compares it with the step-wise PyTorch model.
 
     Raises:
         CheckpointError: unusable checkpoint. ModelError: export, simplification or parity failure.
@@ -328,8 +331,11 @@ def export_onnx(checkpoint: PathLike, out: PathLike, opset: int = DEFAULT_OPSET,
     base_card: ModelCard = model.card
     stored = ckpt.get("model_card") or {}
     extra = {**(stored.get("extra") or {}), **base_card.extra} if isinstance(stored, dict) else dict(base_card.extra)
+    pyramids = [m for m in model.modules() if hasattr(m, "affine") and hasattr(m, "fused")]
+    fused = bool(fuse_attention and pyramids)
     extra.update({"checkpoint_sha256": sha, "checkpoint": checkpoint.name, "opset": int(opset), "exporter": exporter,
-                  "epoch": ckpt.get("epoch"), "torch_version": torch.__version__, "precision": "fp32"})
+                  "epoch": ckpt.get("epoch"), "torch_version": torch.__version__, "precision": "fp32",
+                  "attention_fused": fused})
     base_card = replace(base_card, extra=extra)
     if normalize_in_graph:
         onnx_card = replace(base_card, color_order="BGR", pixel_scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
@@ -352,11 +358,16 @@ def export_onnx(checkpoint: PathLike, out: PathLike, opset: int = DEFAULT_OPSET,
     simplifier: Optional[str] = None
     try:
         try:
+            for m in pyramids:
+                m.fused = fused
             _torch_export(wrapper, dummy, tmp, opset, exporter)
         except Exception as exc:
             raise ModelError(f"torch.onnx.export ({exporter}, opset {opset}) failed for {checkpoint}: "
                              f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                              ) from exc
+        finally:
+            for m in pyramids:
+                m.fused = False  # the parity check runs the step-wise (training) path in PyTorch
         proto = onnx.load(str(tmp))  # loads any external data the exporter may have written next to it
         for leftover in tmp.parent.glob(f"{tmp.name}*.data"):
             leftover.unlink()
