@@ -331,7 +331,9 @@ def export_onnx(checkpoint: PathLike, out: PathLike, opset: int = DEFAULT_OPSET,
     base_card: ModelCard = model.card
     stored = ckpt.get("model_card") or {}
     extra = {**(stored.get("extra") or {}), **base_card.extra} if isinstance(stored, dict) else dict(base_card.extra)
-    pyramids = [m for m in model.modules() if hasattr(m, "affine") and hasattr(m, "fused")]
+    from train.models.attention import AttentionPyramidC
+
+    pyramids = [m for m in model.modules() if isinstance(m, AttentionPyramidC)]  # APNet-S masks are spatial
     fused = bool(fuse_attention and pyramids)
     extra.update({"checkpoint_sha256": sha, "checkpoint": checkpoint.name, "opset": int(opset), "exporter": exporter,
                   "epoch": ckpt.get("epoch"), "torch_version": torch.__version__, "precision": "fp32",

@@ -22,13 +22,13 @@ from export.onnx_export import CARD_KEY, export_onnx, load_onnx_card  # noqa: E4
 INPUT_SIZE = (64, 32)
 
 
-def make_tiny_checkpoint(path: Path, crops: list[np.ndarray], num_classes: int = 5) -> Path:
+def make_tiny_checkpoint(path: Path, crops: list[np.ndarray], num_classes: int = 5, arch: str = "apnet_c") -> Path:
     """A resnet18 APNet at 64x32 whose BatchNorm statistics come from real crops (realistic activations)."""
     from train.checkpoint import save_checkpoint
     from train.models import build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", input_size=INPUT_SIZE)
+    cfg = ModelConfig(arch=arch, backbone="resnet18", input_size=INPUT_SIZE)
     model = build_model(cfg, num_classes=num_classes)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -142,3 +142,13 @@ def test_bad_arguments(tmp_path, tiny_ckpt):
     with pytest.raises(ModelError, match=r"\.onnx"):
         export_onnx(tiny_ckpt, tmp_path / "d.bin")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_attention_fused_only_for_the_channel_pyramid(exported, tmp_path, real_crops):
+    """APNet-C exports its pyramids fused (parity holds); APNet-S (spatial masks) is exported step by step."""
+    assert exported.card.extra["attention_fused"] is True
+    assert exported.parity.min_cosine >= 0.9999
+    ckpt = make_tiny_checkpoint(tmp_path / "s.pt", real_crops, arch="apnet_s")
+    res = export_onnx(ckpt, tmp_path / "s.onnx", parity_crops=real_crops)
+    assert res.card.extra["attention_fused"] is False
+    assert res.parity.min_cosine >= 0.9999

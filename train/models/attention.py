@@ -262,35 +262,4 @@ class AttentionPyramidS(nn.Module):
         self.steps = nn.Sequential(*steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and not self.training and self.level >= 1:
-            scale, shift = self.affine(x.mean((2, 3)))
-            return x * scale[:, :, None, None] + shift[:, :, None, None]
         return self.steps(x)
-
-    fused = False
-    """Inference only: apply the whole pyramid as one per-channel affine map (see :meth:`affine`). Set by the ONNX
-    exporter: the same function, but one pass over the feature map instead of five, so INT8 / bf16 runtimes lose far
-    less throughput to the attention. Training, hooks on the steps and the visualisations use the step-wise path."""
-
-    def affine(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pyramid as ``y = x * scale + shift`` per channel, from the input's spatial mean ``m`` (N,C) (eval mode).
-
-        Exact because every step is per channel given pooled statistics: SAMS multiplies each channel by its
-        softmax weight (computed from the group sums of channel means), the frozen-bias BatchNorm (running stats)
-        is a per-channel affine map, and SE multiplies each channel by a gate computed from the channel means, and
-        the spatial mean of a per-channel affine map of x is the same affine map of the mean of x.
-        """
-        scale = torch.ones_like(m)
-        shift = torch.zeros_like(m)
-        for step in self.steps:
-            cur = m * scale + shift  # spatial mean of this step's input
-            if isinstance(step, SEAttention):
-                k = step.fc(cur)
-                scale, shift = scale * k, shift * k
-            else:
-                sams, bn = step[0], step[1]
-                a = sams.attention_from_mean(cur)
-                inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                k = a * inv
-                scale, shift = scale * k, shift * k + (bn.bias - bn.running_mean * inv)
-        return scale, shift
