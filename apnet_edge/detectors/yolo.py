@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from apnet_edge.card import ModelCard
-from apnet_edge.detectors.yolox import batched_nms, nms
+from apnet_edge.detectors.yolox import batched_nms, check_frame, nms
 from apnet_edge.errors import ModelError
 from apnet_edge.types import Detections
 
@@ -474,10 +474,7 @@ class YoloDetector:
         x = np.empty((len(frames), 3, *self.input_size), np.float32)
         geo = []
         for i, f in enumerate(frames):
-            if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 \
-                    or min(f.shape[:2]) == 0:
-                desc = f"{f.dtype} {tuple(f.shape)}" if isinstance(f, np.ndarray) else type(f).__name__
-                raise ModelError(f"frame {i} is {desc}; expected a BGR uint8 image (H, W, 3)")
+            check_frame(f, i)
             img, gain, pad = letterbox_center(f, self.input_size)
             np.divide(img[:, :, ::-1].transpose(2, 0, 1), 255.0, out=x[i], dtype=np.float32)
             geo.append((gain, pad))

@@ -37,6 +37,14 @@ def letterbox(frame: np.ndarray, size_hw: tuple[int, int], pad_value: int = PAD_
     return canvas, r
 
 
+def check_frame(frame: Any, index: int) -> None:
+    """Raise ModelError unless ``frame`` is a non-empty (H, W, 3) uint8 BGR image; ``index`` names it."""
+    f = frame
+    if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 or min(f.shape[:2]) == 0:
+        desc = f"{f.dtype} {tuple(f.shape)}" if isinstance(f, np.ndarray) else type(f).__name__
+        raise ModelError(f"frame {index} is {desc}; expected a BGR uint8 image (H, W, 3)")
+
+
 def yolox_grids(size_hw: tuple[int, int], strides: Sequence[int] = STRIDES) -> tuple[np.ndarray, np.ndarray]:
     """Anchor grid (A, 2) of cell ``x, y`` indices and strides (A, 1), in YOLOX's order (stride, row, column)."""
     grids, expanded = [], []
@@ -159,10 +167,7 @@ class YoloxDetector:
         x = np.empty((len(frames), 3, *self.input_size), np.float32)
         ratios = []
         for i, f in enumerate(frames):
-            if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 \
-                    or min(f.shape[:2]) == 0:
-                desc = f"{f.dtype} {tuple(f.shape)}" if isinstance(f, np.ndarray) else type(f).__name__
-                raise ModelError(f"frame {i} is {desc}; expected a BGR uint8 image (H, W, 3)")
+            check_frame(f, i)
             img, r = letterbox(f, self.input_size)
             x[i] = img.transpose(2, 0, 1)
             ratios.append(r)

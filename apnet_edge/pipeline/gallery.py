@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from apnet_edge.crops import crop_box
 from apnet_edge.pipeline.schema import ReidConfig
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,17 @@ class IdentityGallery:
 
     # ------------------------------------------------------------------------------------------ per frame
 
-    def add(self, camera_id: str, frame_index: int, timestamp: float, image: np.ndarray, rows: list[Row]) -> None:
-        """Record one camera frame: ``image`` (H, W, 3) BGR uint8 and its tracks' rows (track id, gid, x1,y1,x2,y2)."""
+    def add(self, camera_id: str, frame_index: int, timestamp: float, image: np.ndarray, rows: list[Row],
+            quality: Optional[np.ndarray] = None) -> None:
+        """Record one camera frame: ``image`` (H, W, 3) BGR uint8 and its tracks' rows (track id, gid, x1,y1,x2,y2).
+        ``quality``: the rows' :func:`~apnet_edge.pipeline.scheduler.crop_quality` if the caller has it already."""
         self.frames[camera_id] = self.frames.get(camera_id, 0) + 1
         self._tick += 1
         self._maybe_thumbnail(camera_id, frame_index, timestamp, image, rows)
         if rows:
             boxes = np.array([r[2] for r in rows], np.float32).reshape(-1, 4)
-            quality = self._quality(boxes, image.shape[:2])
+            if quality is None:
+                quality = self._quality(boxes, image.shape[:2])
             for (tid, gid, box), q in zip(rows, quality):
                 if gid is not None:
                     self._sighting(camera_id, frame_index, timestamp, image, int(tid), int(gid), box, float(q))
@@ -155,7 +159,7 @@ class IdentityGallery:
         better = (s.crop is None or q > s.quality * self.min_gain
                   or (q <= 0.0 and s.quality <= 0.0 and height > s.box_height * self.min_gain))
         if better:
-            crop = _cut(image, box)
+            crop = crop_box(image, box)
             if crop is None:
                 return
             name = f"crops/g{gid}_{cid}.jpg"
@@ -255,15 +259,6 @@ class IdentityGallery:
 
     def close(self) -> None:
         self.flush()
-
-
-def _cut(image: np.ndarray, box: tuple[float, ...]) -> Optional[np.ndarray]:
-    h, w = image.shape[:2]
-    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
-    x2, y2 = min(w, int(round(box[2]))), min(h, int(round(box[3])))
-    if x2 - x1 < 2 or y2 - y1 < 2:
-        return None
-    return image[y1:y2, x1:x2]
 
 
 def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:

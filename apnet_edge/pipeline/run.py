@@ -35,11 +35,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from apnet_edge.crops import crop_box
 from apnet_edge.errors import ConfigError, ModelError
 from apnet_edge.pipeline.capture import CameraThread, EndOfStream, Frame
 from apnet_edge.pipeline.gallery import IdentityGallery
 from apnet_edge.pipeline.matcher import CrossCameraMatcher
-from apnet_edge.pipeline.scheduler import EmbeddingScheduler, EmbedRequest
+from apnet_edge.pipeline.scheduler import EmbeddingScheduler, EmbedRequest, crop_quality
 from apnet_edge.pipeline.schema import CamsConfig, DetectorConfig, ReidConfig
 from apnet_edge.pipeline.sinks import EventLog, LatencyStats, MotWriter, VideoSink, annotate
 from apnet_edge.pipeline.tracking import TrackedBox, Tracker, make_tracker
@@ -70,15 +71,6 @@ def build_reid(cfg: ReidConfig) -> Any:
 
     card = ModelCard.from_json(Path(cfg.card).read_text()) if cfg.card else None
     return load_runner(cfg.model, backend=cfg.backend, card=card, threads=cfg.threads or None)
-
-
-def _crop(image: np.ndarray, box: tuple[float, ...]) -> Optional[np.ndarray]:
-    h, w = image.shape[:2]
-    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
-    x2, y2 = min(w, int(round(box[2]))), min(h, int(round(box[3])))
-    if x2 - x1 < 2 or y2 - y1 < 2:
-        return None
-    return image[y1:y2, x1:x2]
 
 
 def _peak_rss_mb() -> float:
@@ -222,6 +214,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                 continue
             candidates: list[EmbedRequest] = []
             per_frame: list[tuple[_Camera, Frame, list[TrackedBox]]] = []
+            quality: dict[str, np.ndarray] = {}  # camera -> crop_quality of its tracked boxes (scheduler, gallery)
             # one detector call over the newest frame of every camera (split by the runner for fixed-batch models);
             # if it raises, camera by camera, so only the camera whose frame fails pays for it
             t = time.perf_counter()
@@ -264,8 +257,9 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                             emit("track_started", camera=cid, track_id=tb.track_id, frame=frame.index,
                                  t=round(frame.timestamp, 3), box=[round(v, 1) for v in tb.box])
                     boxes = np.array([tb.box for tb in tracked], np.float32).reshape(-1, 4)
+                    quality[cid] = crop_quality(boxes, frame.image.shape[:2], cfg.reid)
                     wanted = scheduler.observe(cid, frame.index, [tb.track_id for tb in tracked], boxes,
-                                               frame.image.shape[:2])
+                                               frame.image.shape[:2], quality=quality[cid])
                     _end_tracks(cam, cid, cam.tracker.ended(frame.index), scheduler, matcher, emit, frame,
                                 reason="lost")
                 except Exception as exc:  # noqa: BLE001 - a tracker in an unknown state ends its camera only
@@ -282,7 +276,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                 images = {(c.thread.cam.id): f.image for c, f, _ in per_frame}
                 crops, reqs = [], []
                 for r in chosen:
-                    crop = _crop(images[r.camera_id], r.box)
+                    crop = crop_box(images[r.camera_id], r.box)
                     if crop is not None:
                         crops.append(crop)
                         reqs.append(r)
@@ -359,7 +353,8 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                 if video is not None:
                     video.add(frame.camera_id, annotate(frame.image, frame.camera_id, frame.index, rows))
                 if gallery is not None:
-                    gallery.add(frame.camera_id, frame.index, frame.timestamp, frame.image, rows)
+                    gallery.add(frame.camera_id, frame.index, frame.timestamp, frame.image, rows,
+                                quality=quality.get(frame.camera_id))
             if video is not None:
                 video.write_mosaic()
             stats.add("sinks", (time.perf_counter() - t) * 1000.0)

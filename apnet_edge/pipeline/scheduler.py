@@ -118,9 +118,10 @@ class EmbeddingScheduler:
         self.tracks: dict[tuple[str, int], TrackEmbedding] = {}
 
     def observe(self, camera_id: str, frame_index: int, track_ids: list[int], boxes: np.ndarray,
-                frame_hw: tuple[int, int]) -> list[EmbedRequest]:
-        """Record one camera frame's tracks; return the candidate crops (not yet budgeted)."""
-        q = crop_quality(boxes, frame_hw, self.cfg)
+                frame_hw: tuple[int, int], quality: Optional[np.ndarray] = None) -> list[EmbedRequest]:
+        """Record one camera frame's tracks; return the candidate crops (not yet budgeted). ``quality``: the
+        boxes' :func:`crop_quality` when the caller already has it (computed here otherwise)."""
+        q = crop_quality(boxes, frame_hw, self.cfg) if quality is None else quality
         cut = at_border(boxes, frame_hw, self.cfg.border_px)
         out: list[EmbedRequest] = []
         for tid, box, qi, ci in zip(track_ids, np.asarray(boxes).reshape(-1, 4), q, cut):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
+CARD_0248 = Path(__file__).resolve().parents[2] / "configs" / "reid_0248.card.json"  # NHWC, BGR 0-255
 VIDEO = SHARED / "data" / "vtest.avi"
 DET = SHARED / "models" / "yolox_nano.onnx"
 REID = SHARED / "models" / "person-reidentification-retail-0248.onnx"
@@ -18,20 +19,16 @@ pytestmark = pytest.mark.skipif(not (VIDEO.exists() and DET.exists() and REID.ex
 
 def test_two_cameras_from_vtest(tmp_path: Path) -> None:
     pytest.importorskip("supervision")
-    from apnet_edge.card import ModelCard
     from apnet_edge.pipeline.run import run_pipeline
     from apnet_edge.pipeline.schema import parse_cams
 
-    card = ModelCard(arch="external", input_size=(256, 128), mean=(0, 0, 0), std=(1, 1, 1), color_order="BGR",
-                     pixel_scale=1.0, layout="NHWC", embedding_dim=256)
-    (tmp_path / "card.json").write_text(card.to_json())
     cfg = parse_cams({
         "cameras": [{"id": "left", "source": str(VIDEO), "roi": [0, 0, 384, 576]},
                     {"id": "right", "source": str(VIDEO), "roi": [384, 0, 768, 576]},
                     {"id": "broken", "source": "rtsp://user:hunter2@127.0.0.1:9/none", "retries": 1,
                      "retry_max_s": 0.1}],
         "detector": {"model": str(DET), "threads": 2},
-        "reid": {"model": str(REID), "card": "card.json", "threads": 2},
+        "reid": {"model": str(REID), "card": str(CARD_0248), "threads": 2},
         "outputs": {"dir": str(tmp_path / "out"), "video": "mosaic", "log_every_s": 0},
         "max_frames": 40,
     }, tmp_path)

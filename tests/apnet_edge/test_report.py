@@ -30,6 +30,7 @@ from apnet_edge.pipeline.schema import ReidConfig
 from apnet_edge.report import ReportError, build_report
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
+CARD_0248 = Path(__file__).resolve().parents[2] / "configs" / "reid_0248.card.json"  # NHWC, BGR 0-255
 VIDEO = SHARED / "data" / "vtest.avi"
 DET = SHARED / "models" / "yolox_nano.onnx"
 REID = SHARED / "models" / "person-reidentification-retail-0248.onnx"
@@ -487,18 +488,14 @@ def test_empty_run_page_loads_in_chromium(tmp_path: Path, browser: Browser) -> N
                     reason="../shared video/models absent (vtest.avi, yolox_nano.onnx, 0248 re-ID)")
 def test_run_writes_a_report_with_identities(tmp_path: Path) -> None:
     pytest.importorskip("supervision")
-    from apnet_edge.card import ModelCard
     from apnet_edge.pipeline.run import run_pipeline
     from apnet_edge.pipeline.schema import parse_cams
 
-    card = ModelCard(arch="external", input_size=(256, 128), mean=(0, 0, 0), std=(1, 1, 1), color_order="BGR",
-                     pixel_scale=1.0, layout="NHWC", embedding_dim=256)
-    (tmp_path / "card.json").write_text(card.to_json())
     cfg = parse_cams({
         "cameras": [{"id": "left", "source": str(VIDEO), "roi": [0, 0, 384, 576]},
                     {"id": "right", "source": str(VIDEO), "roi": [384, 0, 768, 576]}],
         "detector": {"model": str(DET), "threads": 2},
-        "reid": {"model": str(REID), "card": "card.json", "threads": 2},
+        "reid": {"model": str(REID), "card": str(CARD_0248), "threads": 2},
         "outputs": {"dir": str(tmp_path / "out"), "video": "none", "log_every_s": 0},
         "max_frames": 30,
     }, tmp_path)
