@@ -14,6 +14,13 @@ Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT 
   the same roi, overlap within 2 source frames (IoU >= 0.5: where two time halves meet). For those pairs it counts
   how many got the same global id, and it counts "conflicts": a global id on two boxes of the same source frame that
   are clearly not one person (a wrong merge). The geometry is skipped for cameras with ``loop``.
+- with ``--reference REF_RUN``: every track is scored against pseudo ground truth, the tracks of a ONE-camera run on
+  the uncut source (same detector and tracker; e.g. the source as one camera with no roi). Each track of the cut
+  cameras is the reference track its boxes overlap most (IoU >= 0.5 with the reference box clipped to the camera's
+  roi, in at least half its frames). Over pairs of tracks with a global id: across cameras, precision (pairs sharing
+  a global id that are one person) and recall (pairs that are one person sharing a global id), the same within one
+  camera (re-entries), and how many persons seen in >= 2 cameras kept ONE global id. The reference tracker's own id
+  switches and fragments make this an estimate: use it to compare settings on the same footage.
 """
 
 from __future__ import annotations
@@ -110,12 +117,12 @@ def geometry(a: str, b: str, ta: dict[int, dict[int, Box]], tb: dict[int, dict[i
             "conflict_gids": sorted(conflicts)}
 
 
-def report(run: Path) -> dict[str, Any]:
-    events = read_events(run)
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    started = next((e for e in events if e["type"] == "run_started"), {"cameras": []})
-    cams = [c["id"] for c in started["cameras"]]
-    kinds = Counter(e["type"] for e in events)
+def _clip(b: Box, roi: list[int]) -> Box:
+    return (max(b[0], roi[0]), max(b[1], roi[1]), min(b[2], roi[2]), min(b[3], roi[3]))
+
+
+def final_gids(events: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """(camera, track id) -> the global id it ended with (created, handed off, or revised to)."""
     gid: dict[tuple[str, int], int] = {}
     for e in events:
         if e["type"] == "identity_created":
@@ -124,6 +131,81 @@ def report(run: Path) -> dict[str, Any]:
             gid[(e["to_camera"], e["track_id"])] = e["gid"]
         elif e["type"] == "identity_revised":  # a provisional id moved: the track's final id counts
             gid[(e["camera"], e["track_id"])] = e["gid_to"]
+    return gid
+
+
+def _same_file(source: str) -> str:
+    p = Path(source)
+    return str(p.resolve()) if p.exists() else source
+
+
+def score_against(run: Path, reference: Path) -> dict[str, Any]:
+    """Pairwise identity precision/recall of ``run`` against the tracks of a one-camera ``reference`` run."""
+    events = read_events(run)
+    started = next((e for e in events if e["type"] == "run_started"), {"cameras": []})
+    info = {c["id"]: c for c in started["cameras"]}
+    ref_events = read_events(reference)
+    ref_cams = next((e for e in ref_events if e["type"] == "run_started"), {"cameras": []})["cameras"]
+    if len(ref_cams) != 1 or ref_cams[0].get("roi") or ref_cams[0].get("loop"):
+        raise SystemExit(f"{reference}: the reference must be a run of ONE camera on the whole source (no roi, no loop)")
+    if any(c.get("loop") for c in info.values()):
+        raise SystemExit(f"{run}: looped cameras cannot be scored (frame indices are not source frames)")
+    if any(_same_file(c["source"]) != _same_file(ref_cams[0]["source"]) for c in info.values()):
+        raise SystemExit(f"{run}: every camera must read the reference's source {ref_cams[0]['source']!r}")
+    ref_tracks = read_mot(reference / f"{ref_cams[0]['id']}.local.txt")
+    by_frame: dict[int, list[tuple[int, Box]]] = defaultdict(list)
+    for t, fr in ref_tracks.items():
+        for f, box in fr.items():
+            by_frame[f].append((t, box))
+    width = max((b[2] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
+    height = max((b[3] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
+    person: dict[tuple[str, int], int] = {}
+    n_tracks = 0
+    for c, ci in info.items():
+        roi = ci.get("roi") or [0, 0, int(width) + 1, int(height) + 1]
+        for t, fr in _shift(read_mot(run / f"{c}.local.txt"), ci.get("roi")).items():
+            n_tracks += 1
+            votes: Counter[int] = Counter()
+            for f, box in fr.items():
+                best = max(((_iou(box, _clip(rb, roi)), u) for u, rb in by_frame.get(f, ())), default=(0.0, -1))
+                if best[0] >= 0.5:
+                    votes[best[1]] += 1
+            if votes and votes.most_common(1)[0][1] >= 0.5 * len(fr):
+                person[(c, t)] = votes.most_common(1)[0][0]
+    gid = {k: g for k, g in final_gids(events).items() if k in person}
+    counts = {"across": Counter(), "within": Counter()}
+    for a, b in itertools.combinations(sorted(gid), 2):
+        same_p, same_g = person[a] == person[b], gid[a] == gid[b]
+        kind = "across" if a[0] != b[0] else "within"
+        counts[kind]["tp" if same_p and same_g else "fp" if same_g else "fn" if same_p else "tn"] += 1
+
+    def prf(n: Counter) -> dict[str, Any]:
+        p = n["tp"] / (n["tp"] + n["fp"]) if n["tp"] + n["fp"] else None
+        r = n["tp"] / (n["tp"] + n["fn"]) if n["tp"] + n["fn"] else None
+        f1 = 2 * p * r / (p + r) if p and r else 0.0 if p is not None and r is not None else None
+        return {"same_person_same_gid": n["tp"], "other_person_same_gid": n["fp"], "same_person_other_gid": n["fn"],
+                "precision": None if p is None else round(p, 3), "recall": None if r is None else round(r, 3),
+                "f1": None if f1 is None else round(f1, 3)}
+
+    cams_of: dict[int, set[str]] = defaultdict(set)
+    gids_of: dict[int, set[int]] = defaultdict(set)
+    for k, g in gid.items():
+        cams_of[person[k]].add(k[0])
+        gids_of[person[k]].add(g)
+    multi = [p for p, cs in cams_of.items() if len(cs) >= 2]
+    return {"reference": str(reference), "tracks": n_tracks, "tracks_matched_to_reference": len(person),
+            "tracks_with_gid_scored": len(gid), "across_cameras": prf(counts["across"]),
+            "within_camera": prf(counts["within"]), "persons_in_several_cameras": len(multi),
+            "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1)}
+
+
+def report(run: Path) -> dict[str, Any]:
+    events = read_events(run)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    started = next((e for e in events if e["type"] == "run_started"), {"cameras": []})
+    cams = [c["id"] for c in started["cameras"]]
+    kinds = Counter(e["type"] for e in events)
+    gid = final_gids(events)
     handoffs = Counter(f"{e['from_camera']} -> {e['to_camera']}" for e in events if e["type"] == "handoff")
     cross = sum(n for k, n in handoffs.items() if k.split(" -> ")[0] != k.split(" -> ")[1])
     cams_of: dict[int, set[str]] = defaultdict(set)
@@ -200,14 +282,29 @@ def print_report(r: dict[str, Any]) -> None:
               + f"; wrong merges (one id on two people at once): {len(g['conflict_gids'])}")
     if r["failures"]:
         print("failures: " + "; ".join(r["failures"]))
+    sc = r.get("scored")
+    if sc:
+        print(f"scored against {sc['reference']}: {sc['tracks_matched_to_reference']} of {sc['tracks']} tracks matched "
+              f"a reference track, {sc['tracks_with_gid_scored']} of them with a global id")
+        for kind in ("across_cameras", "within_camera"):
+            k = sc[kind]
+            print(f"  track pairs {kind.replace('_', ' ')}: precision {k['precision']}, recall {k['recall']}, "
+                  f"F1 {k['f1']} (same person + same id {k['same_person_same_gid']}, other person + same id "
+                  f"{k['other_person_same_gid']}, same person + other id {k['same_person_other_gid']})")
+        print(f"  persons seen in >= 2 cameras: {sc['persons_in_several_cameras']}, "
+              f"{sc['persons_in_several_cameras_with_one_gid']} of them with ONE global id")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="identities, hand-offs and cross-camera global ids of a run folder")
     ap.add_argument("run", help="output folder of `apnet-edge run` (outputs.dir)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ap.add_argument("--reference", metavar="REF_RUN",
+                    help="score identities against the tracks of a one-camera run on the uncut source")
     args = ap.parse_args(argv)
     r = report(Path(args.run))
+    if args.reference:
+        r["scored"] = score_against(Path(args.run), Path(args.reference))
     if args.json:
         print(json.dumps(r, indent=2))
     else:

@@ -12,8 +12,13 @@ cosine similarity of L2-normalised embeddings, pairs below ``threshold`` forbidd
 unassigned founds a new identity. An identity held by a live track of a camera cannot be taken by another track of
 that same camera (one person is never twice in one view); it can be taken in another camera (overlapping views).
 With a topology, a move from camera A to camera B is allowed only along a listed transit whose time window holds
-the gap since the identity was last seen (a fitting transit adds ``topology_bonus``); re-entry into the same camera
-is always allowed.
+the gap since the identity was last seen and, when the transit names them, whose ``exit`` edges of A the identity
+was last seen at and whose ``entry`` edges of B the new track started at (a fitting transit adds its ``bonus``,
+default ``topology_bonus``, to the similarity before the threshold). Re-entry into the same camera needs no topology
+but must be physically possible (``max_speed``): the new track must start within ``max_speed * gap + 1`` body heights
+of where the identity was last seen in that camera, unless both places are at the frame edge (the person left the
+view and came back). Where and when tracks start and identities were last seen comes from :meth:`observe`, which the
+run loop calls for every tracked box; without it these place checks are skipped.
 
 An identity keeps a bank of at most ``bank_size`` per-track embeddings (the good-crop mean of each track bound to
 it, newest kept), and a track's similarity to an identity is the best over the bank: one person seen from the front
@@ -38,9 +43,11 @@ from typing import Optional
 
 import numpy as np
 
-from apnet_edge.pipeline.schema import MatcherConfig
+from apnet_edge.pipeline.schema import MatcherConfig, TransitConfig
 
 Key = tuple[str, int]  # (camera id, local track id)
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the camera's (roi-cut) frame
+REACH_SLACK = 1.0  # body heights a re-entering track may start from the last place at zero gap (box jitter)
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Identity:
     cameras: set[str] = field(default_factory=set)
     bank: dict[Key, np.ndarray] = field(default_factory=dict)  # track -> its good-crop embedding, oldest first
     n_tracks: int = 0  # tracks ever bound to it
+    last_box: Optional[Box] = None  # where it was last seen, in ``last_camera`` (None: unknown)
 
     @property
     def embedding(self) -> np.ndarray:
@@ -111,20 +119,63 @@ class CrossCameraMatcher:
         self._next_gid = 1
         self.evicted = 0
         self.revised = 0
-        self._transits: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self._transits: dict[tuple[str, str], list[TransitConfig]] = {}
         for t in cfg.topology:
-            self._transits.setdefault((t.src, t.dst), []).append((t.min_s, t.max_s))
+            self._transits.setdefault((t.src, t.dst), []).append(t)
+        self._first: dict[Key, tuple[Box, float]] = {}  # live track -> (first box, stream time)
+        self._last: dict[Key, Box] = {}  # live track -> latest box
+        self._size: dict[str, tuple[int, int]] = {}  # camera -> frame (width, height) in pixels
 
-    def _prior(self, ident: Identity, camera_id: str, now: float) -> Optional[float]:
-        """Similarity bonus for ``ident`` appearing in ``camera_id`` at ``now``; None = not allowed."""
+    def observe(self, camera_id: str, track_id: int, box: Box, frame_size: tuple[int, int], now: float) -> None:
+        """Track ``track_id`` of ``camera_id`` is at ``box`` (pixels of a frame (width, height)) at ``now`` (s)."""
+        key = (camera_id, track_id)
+        b = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        self._size[camera_id] = (int(frame_size[0]), int(frame_size[1]))
+        self._first.setdefault(key, (b, now))
+        self._last[key] = b
+
+    def _edges(self, camera_id: str, box: Optional[Box]) -> set[str]:
+        """Frame edges of ``camera_id`` that ``box`` touches (within ``edge_margin``); empty when unknown."""
+        size = self._size.get(camera_id)
+        if size is None or box is None:
+            return set()
+        mx, my = self.cfg.edge_margin * size[0], self.cfg.edge_margin * size[1]
+        touch = {"left": box[0] <= mx, "top": box[1] <= my, "right": box[2] >= size[0] - mx,
+                 "bottom": box[3] >= size[1] - my}
+        return {e for e, hit in touch.items() if hit}
+
+    def _reachable(self, ident: Identity, camera_id: str, key: Optional[Key]) -> bool:
+        """Whether track ``key`` of ``camera_id`` can be ``ident`` coming back to the camera it was last seen in."""
+        first = self._first.get(key) if key is not None else None
+        last = ident.last_box
+        if self.cfg.max_speed <= 0 or first is None or last is None:
+            return True
+        box, t0 = first
+        if self._edges(camera_id, last) and self._edges(camera_id, box):
+            return True  # left the view and came back
+        gap = max(t0 - ident.last_seen, 0.0)
+        height = max(last[3] - last[1], box[3] - box[1], 1.0)
+        dist = float(np.hypot((box[0] + box[2] - last[0] - last[2]) / 2, (box[1] + box[3] - last[1] - last[3]) / 2))
+        return dist / height <= self.cfg.max_speed * gap + REACH_SLACK
+
+    def _prior(self, ident: Identity, camera_id: str, now: float, key: Optional[Key] = None) -> Optional[float]:
+        """Similarity bonus for ``ident`` appearing in ``camera_id`` at ``now`` as track ``key``; None = not allowed."""
         if any(k[0] == camera_id for k in ident.tracks):
             return None
-        if not self._transits or ident.last_camera == camera_id:
+        if ident.last_camera == camera_id:
+            return 0.0 if self._reachable(ident, camera_id, key) else None
+        if not self._transits:
             return 0.0
         gap = now - ident.last_seen
-        for lo, hi in self._transits.get((ident.last_camera, camera_id), []):
-            if lo <= gap <= hi or (ident.tracks and lo == 0.0):
-                return self.cfg.topology_bonus
+        first = self._first.get(key) if key is not None else None
+        for t in self._transits.get((ident.last_camera, camera_id), []):
+            if not (t.min_s <= gap <= t.max_s or (ident.tracks and t.min_s == 0.0)):
+                continue
+            if t.exit and ident.last_box is not None and not self._edges(ident.last_camera, ident.last_box) & set(t.exit):
+                continue
+            if t.entry and first is not None and not self._edges(camera_id, first[0]) & set(t.entry):
+                continue
+            return self.cfg.topology_bonus if t.bonus is None else t.bonus
         return None
 
     def _similarities(self, q: np.ndarray, gids: list[int]) -> np.ndarray:
@@ -152,8 +203,8 @@ class CrossCameraMatcher:
             score = np.full_like(sim, -np.inf)
             for r, (cam, _, _) in enumerate(pending):
                 for c, gid in enumerate(gids):
-                    bonus = self._prior(self.gallery[gid], cam, now)
-                    if bonus is not None and sim[r, c] >= self.cfg.threshold:
+                    bonus = self._prior(self.gallery[gid], cam, now, (cam, pending[r][1]))
+                    if bonus is not None and sim[r, c] + bonus >= self.cfg.threshold:
                         score[r, c] = sim[r, c] + bonus
             big = 1e6
             cost = np.where(np.isfinite(score), -score, big)
@@ -202,6 +253,7 @@ class CrossCameraMatcher:
             return
         ident.last_seen = max(ident.last_seen, now)
         ident.last_camera = camera_id
+        ident.last_box = self._last.get(key, ident.last_box)
         if embedding is not None:
             self._bank_put(ident, key, embedding)
             if self.provisional(camera_id, track_id, now):
@@ -227,11 +279,11 @@ class CrossCameraMatcher:
             for g, ident in self.gallery.items():
                 if g == gid or not ident.bank:
                     continue
-                bonus = self._prior(ident, key[0], now)
+                bonus = self._prior(ident, key[0], now, key)
                 if bonus is None:
                     continue
                 s = ident.similarity(emb)
-                if s >= self.cfg.threshold and s + bonus >= own + self.cfg.revise_margin:
+                if s + bonus >= self.cfg.threshold and s + bonus >= own + self.cfg.revise_margin:
                     cands.append((s + bonus - own, key, g, s, own if np.isfinite(own) else None, emb))
         out: list[Revision] = []
         moved: set[Key] = set()
@@ -240,7 +292,7 @@ class CrossCameraMatcher:
             if key in moved or g in received or g not in self.gallery or self.bound.get(key) not in self.gallery:
                 continue
             target = self.gallery[g]
-            if self._prior(target, key[0], now) is None:  # a track of this camera moved there this round
+            if self._prior(target, key[0], now, key) is None:  # a track of this camera moved there this round
                 continue
             gid_from = self.bound[key]
             old = self.gallery[gid_from]
@@ -254,6 +306,7 @@ class CrossCameraMatcher:
             target.n_tracks += 1
             target.last_seen = max(target.last_seen, now)
             target.last_camera = key[0]
+            target.last_box = self._last.get(key, target.last_box)
             self._bank_put(target, key, emb)
             self.bound[key] = g
             moved.add(key)
@@ -268,6 +321,8 @@ class CrossCameraMatcher:
         gid = self.bound.pop(key, None)
         self.bound_at.pop(key, None)
         self._dirty.discard(key)
+        self._first.pop(key, None)
+        self._last.pop(key, None)
         if gid is not None and gid in self.gallery:
             self.gallery[gid].tracks.discard(key)
         return gid

@@ -317,7 +317,9 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
             now = max(f.timestamp for _, f in batch)
             pending = []
             for _cam, frame, tracked in per_frame:
+                size = (frame.image.shape[1], frame.image.shape[0])
                 for tb in tracked:
+                    matcher.observe(frame.camera_id, tb.track_id, tb.box, size, frame.timestamp)
                     st = scheduler.tracks.get((frame.camera_id, tb.track_id))
                     # only good crops (not truncated, quality >= matcher.min_crop_quality) reach the matcher
                     e = st.good_embedding if st is not None else None

@@ -22,6 +22,7 @@ SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred", re.IG
 TRACKERS = ("bytetrack",)
 DETECTOR_TYPES = ("auto", "yolox", "yolo")
 VIDEO_MODES = ("none", "per_camera", "mosaic", "both")
+EDGES = ("left", "right", "top", "bottom")  # frame edges a topology transit can name (exit/entry)
 
 
 def redact_url(text: str) -> str:
@@ -137,12 +138,17 @@ class ReidConfig:
 
 @dataclass(frozen=True)
 class TransitConfig:
-    """A path people can walk: from camera ``src`` to camera ``dst`` in ``min_s``..``max_s`` seconds."""
+    """A path people can walk: from camera ``src`` to camera ``dst`` in ``min_s``..``max_s`` seconds, optionally
+    leaving ``src`` across some of its frame edges (``exit``) and appearing in ``dst`` at some of its edges
+    (``entry``); edges are ``left``, ``right``, ``top``, ``bottom`` of the camera's (roi-cut) frame."""
 
     src: str = ""
     dst: str = ""
     min_s: float = 0.0
     max_s: float = 60.0
+    exit: tuple[str, ...] = ()  # edges of src where people leave towards dst; () = anywhere
+    entry: tuple[str, ...] = ()  # edges of dst where they appear; () = anywhere
+    bonus: Optional[float] = None  # similarity bonus when this transit fits (None: matcher.topology_bonus)
 
 
 @dataclass(frozen=True)
@@ -155,12 +161,16 @@ class MatcherConfig:
     min_track_frames: int = 3  # a track is matched only after this many frames (avoids one-frame ghosts)
     min_crop_quality: float = 0.3  # a crop is "good" when not truncated at the border and its reid quality >= this
     min_good_crops: int = 1  # a track is matched only once this many good crops were embedded
-    revise_window_s: float = 4.0  # seconds after a track gets its id during which its id is provisional (0 = never)
+    revise_window_s: float = 0.0  # seconds after a track gets its id during which its id is provisional (0 = never;
+    #                             # on vtest most revisions were wrong with the 0248 model: off by default)
     revise_margin: float = 0.05  # a provisional track moves when another identity beats its own by this much
     bank_size: int = 1  # per-identity bank of per-track embeddings, newest kept (matched by the best entry)
     identity_momentum: float = 0.9  # unused since identities keep a bank (bank_size); accepted for old files
     topology: tuple[TransitConfig, ...] = ()  # empty = any camera can follow any other at any time
-    topology_bonus: float = 0.05  # added to similarity when a transit fits the topology window
+    topology_bonus: float = 0.05  # added to similarity (before the threshold) when a transit fits the topology
+    max_speed: float = 2.0  # body heights per second: re-entry into the SAME camera must start within reach of where
+    #                       # the identity was last seen there (or both at the frame edge); 0 = no check
+    edge_margin: float = 0.05  # fraction of the frame width/height that counts as its edge (exit/entry, re-entry)
 
 
 @dataclass(frozen=True)
@@ -347,8 +357,15 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     topo_raw = raw_match.pop("topology", None) or []
     if not isinstance(topo_raw, list):
         raise ConfigError("'matcher.topology' must be a list of {src, dst, min_s, max_s}")
+    topo_raw = [{**t, **{k: [t[k]] for k in ("exit", "entry") if isinstance(t.get(k), str)}}
+                if isinstance(t, dict) else t for t in topo_raw]  # `exit: right` = `exit: [right]`
     topo = tuple(from_dict(TransitConfig, t, f"matcher.topology[{i}]") for i, t in enumerate(topo_raw))
     for i, t in enumerate(topo):
+        for key in ("exit", "entry"):
+            bad = [e for e in getattr(t, key) if e not in EDGES]
+            if bad:
+                raise ConfigError(f"'matcher.topology[{i}].{key}': {bad[0]!r} is not a frame edge; use some of "
+                                  f"{', '.join(EDGES)}")
         for key in ("src", "dst"):
             if getattr(t, key) not in seen:
                 raise ConfigError(f"'matcher.topology[{i}].{key}': {getattr(t, key)!r} is not a camera id; "
@@ -360,6 +377,9 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     _check_range(match.identity_momentum, 0.0, 1.0, "matcher.identity_momentum")
     _check_range(match.min_crop_quality, 0.0, 1.0, "matcher.min_crop_quality")
     _check_range(match.revise_margin, 0.0, 2.0, "matcher.revise_margin")
+    _check_range(match.edge_margin, 0.0, 0.5, "matcher.edge_margin")
+    if match.max_speed < 0:
+        raise ConfigError(f"'matcher.max_speed' must be >= 0 (0 = no re-entry check), found {match.max_speed}")
     for key in ("min_track_frames", "min_good_crops", "bank_size"):
         if getattr(match, key) < 1:
             raise ConfigError(f"'matcher.{key}' must be >= 1, found {getattr(match, key)}")

@@ -186,3 +186,100 @@ def test_new_matcher_keys_parse(tmp_path: Path) -> None:
                                       "revise_margin": 0.1, "bank_size": 4}), tmp_path)
     assert (cfg.matcher.min_crop_quality, cfg.matcher.min_good_crops, cfg.matcher.revise_window_s,
             cfg.matcher.revise_margin, cfg.matcher.bank_size) == (0.4, 2, 0.0, 0.1, 4)
+
+
+# ------------------------------------------------------------------ places: exit/entry edges, re-entry reach
+
+
+def _zoned(**kw: object) -> CrossCameraMatcher:
+    """Cameras left | right side by side (each 400 x 300 px): people leave left at its right edge into right."""
+    from apnet_edge.pipeline.schema import TransitConfig
+
+    topo = (TransitConfig(src="left", dst="right", min_s=0.0, max_s=5.0, exit=("right",), entry=("left",), bonus=0.1),)
+    return CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0, topology=topo, **kw))
+
+
+def test_transit_exit_and_entry_edges_gate_the_handoff() -> None:
+    p = _people(1, seed=7)[0]
+    m = _zoned()
+    m.observe("left", 1, (300, 100, 398, 280), (400, 300), 0.0)  # last seen at left's right edge
+    g = m.assign([("left", 1, p)], now=0.0)[0].gid
+    m.update("left", 1, p, 0.0)
+    m.release("left", 1)
+    m.observe("right", 5, (0, 100, 30, 280), (400, 300), 1.0)  # starts at right's left edge, 1 s later
+    a = m.assign([("right", 5, _near(p, 1))], now=1.5)[0]
+    assert not a.created and a.gid == g and a.from_camera == "left"
+    # the same person starting in the middle of `right` did not walk in across the cut: no handoff
+    m2 = _zoned()
+    m2.observe("left", 1, (300, 100, 398, 280), (400, 300), 0.0)
+    g2 = m2.assign([("left", 1, p)], now=0.0)[0].gid
+    m2.update("left", 1, p, 0.0)
+    m2.release("left", 1)
+    m2.observe("right", 5, (150, 100, 200, 280), (400, 300), 1.0)
+    assert m2.assign([("right", 5, _near(p, 1))], now=1.5)[0].gid != g2
+    # nor did one who was last seen in the middle of `left`
+    m3 = _zoned()
+    m3.observe("left", 1, (150, 100, 200, 280), (400, 300), 0.0)
+    g3 = m3.assign([("left", 1, p)], now=0.0)[0].gid
+    m3.update("left", 1, p, 0.0)
+    m3.release("left", 1)
+    m3.observe("right", 5, (0, 100, 30, 280), (400, 300), 1.0)
+    assert m3.assign([("right", 5, _near(p, 1))], now=1.5)[0].gid != g3
+
+
+@pytest.mark.parametrize("bonus, joins", [(0.1, True), (0.0, False)])
+def test_transit_bonus_counts_before_the_threshold(bonus: float, joins: bool) -> None:
+    from apnet_edge.pipeline.schema import TransitConfig
+
+    rng = np.random.default_rng(11)
+    p = _people(1, seed=8)[0]
+    ortho = rng.normal(size=D)
+    ortho = _unit(ortho - (ortho @ p) * p)
+    q = _unit(0.7 * p + np.sqrt(1 - 0.49) * ortho)  # similarity 0.7: under the 0.75 threshold alone
+    assert abs(float(q @ p) - 0.7) < 1e-4
+    topo = (TransitConfig(src="left", dst="right", max_s=5.0, exit=("right",), entry=("left",), bonus=bonus),)
+    m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0, topology=topo))
+    m.observe("left", 1, (300, 100, 398, 280), (400, 300), 0.0)
+    g = m.assign([("left", 1, p)], now=0.0)[0].gid
+    m.update("left", 1, p, 0.0)
+    m.release("left", 1)
+    m.observe("right", 5, (0, 100, 30, 280), (400, 300), 1.0)
+    assert (m.assign([("right", 5, q)], now=1.5)[0].gid == g) is joins
+
+
+def test_reentry_into_the_same_camera_must_be_reachable() -> None:
+    p = _people(1, seed=9)[0]
+
+    def run(first_box: tuple, t_first: float, last_box: tuple = (180, 100, 220, 200), **kw: object) -> bool:
+        m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0, **kw))
+        m.observe("a", 1, last_box, (400, 300), 0.0)  # 100 px tall, mid-frame
+        g = m.assign([("a", 1, p)], now=0.0)[0].gid
+        m.update("a", 1, p, 0.0)
+        m.release("a", 1)
+        m.observe("a", 2, first_box, (400, 300), t_first)
+        return m.assign([("a", 2, _near(p, 3))], now=t_first + 0.3)[0].gid == g
+
+    assert run((185, 100, 225, 200), 0.5)  # occlusion: the track resumes next to where it was lost
+    assert not run((330, 100, 370, 200), 0.2)  # 150 px = 1.5 heights away after 0.2 s: not the same person
+    assert run((330, 100, 370, 200), 1.0)  # ... after 1 s it is within reach (2 heights/s + 1)
+    assert run((330, 100, 370, 200), 0.2, max_speed=0.0)  # the check switched off
+    # left the view at the left edge and came back at the right edge: allowed whatever the gap
+    assert run((370, 100, 400, 200), 0.2, last_box=(0, 100, 30, 200))
+
+
+@pytest.mark.parametrize("matcher, needle", [
+    ({"topology": [{"src": "a", "dst": "a", "exit": "middle"}]}, "topology\\[0\\].exit"),
+    ({"topology": [{"src": "a", "dst": "a", "entry": ["left", 3]}]}, "topology\\[0\\].entry"),
+    ({"max_speed": -1}, "matcher.max_speed"),
+    ({"edge_margin": 0.7}, "matcher.edge_margin"),
+])
+def test_place_keys_are_validated(tmp_path: Path, matcher: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_cams(_cams(tmp_path, matcher), tmp_path)
+
+
+def test_place_keys_parse(tmp_path: Path) -> None:
+    cfg = parse_cams(_cams(tmp_path, {"topology": [{"src": "a", "dst": "a", "exit": "right", "entry": ["left", "top"],
+                                                    "bonus": 0.15}], "max_speed": 1.5}), tmp_path)
+    t = cfg.matcher.topology[0]
+    assert (t.exit, t.entry, t.bonus, cfg.matcher.max_speed) == (("right",), ("left", "top"), 0.15, 1.5)

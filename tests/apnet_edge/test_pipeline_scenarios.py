@@ -1,5 +1,6 @@
 """The scenario configs (configs/cams.time_halves.yaml, configs/cams.four.yaml) on real data, 40 frames per camera,
-and scripts/pipeline_report.py on their outputs. Skipped when ../shared (vtest.avi and the models) is absent."""
+and scripts/pipeline_report.py on their outputs (those skipped when ../shared, with vtest.avi and the models, is
+absent); the report's scoring against a reference run on synthetic files."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ SHARED = ROOT.parent / "shared"
 NEEDED = [SHARED / "data" / "vtest.avi", SHARED / "models" / "yolox_nano.onnx",
           SHARED / "models" / "person-reidentification-retail-0248.onnx"]
 
-pytestmark = pytest.mark.skipif(not all(p.exists() for p in NEEDED),
+needs_shared = pytest.mark.skipif(not all(p.exists() for p in NEEDED),
                                 reason="../shared video/models absent (vtest.avi, yolox_nano.onnx, 0248 re-ID)")
 FRAMES = 40
 
@@ -27,6 +28,7 @@ def _report_module():
     return mod
 
 
+@needs_shared
 @pytest.mark.parametrize("name, first_frames", [
     ("cams.time_halves.yaml", {"first": 0, "second": 398}),
     ("cams.four.yaml", {"left_a": 0, "right_a": 0, "left_b": 398, "right_b": 398}),
@@ -70,3 +72,40 @@ def test_scenario_config_runs_and_writes_well_formed_outputs(tmp_path: Path, nam
     assert r["global_ids"] <= len(gids) - r["identities_merged"]  # revised ids: merged identities vanish
     assert r["handoffs"] == s["events"].get("handoff", 0)
     assert set(r["cameras"]) == set(first_frames) and isinstance(r["geometry"], list)
+
+
+def _write_run(d: Path, cameras: list[dict], mot: dict[str, list[tuple]], ids: list[dict]) -> Path:
+    d.mkdir()
+    events = [{"type": "run_started", "cameras": cameras}, *ids, {"type": "run_ended"}]
+    (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    for cam, rows in mot.items():  # rows: (frame 1-based, track id, x, y, w, h)
+        (d / f"{cam}.local.txt").write_text("".join(f"{f},{t},{x},{y},{w},{h},0.9,-1,-1,-1\n"
+                                                    for f, t, x, y, w, h in rows))
+    return d
+
+
+def test_report_scores_identities_against_a_reference_run(tmp_path: Path) -> None:
+    # reference (whole 200 x 100 source): person 1 walks left -> right across x = 100, person 2 stays right
+    ref_rows = [(f, 1, 20 + 20 * f, 10, 30, 80) for f in range(1, 8)] + [(f, 2, 160, 10, 30, 80) for f in range(1, 8)]
+    ref = _write_run(tmp_path / "ref", [{"id": "full", "source": "v.avi"}], {"full": ref_rows}, [])
+    cams = [{"id": "left", "source": "v.avi", "roi": [0, 0, 100, 100]},
+            {"id": "right", "source": "v.avi", "roi": [100, 0, 200, 100]}]
+    mot = {"left": [(f, 1, 20 + 20 * f, 10, 30, 80) for f in range(1, 3)]}  # person 1 in left, frames 1-2
+    mot["right"] = [(f, 5, 20 * f - 80, 10, 30, 80) for f in range(5, 8)] + [(f, 6, 60, 10, 30, 80) for f in range(1, 8)]
+    good = [{"type": "identity_created", "gid": 1, "camera": "left", "track_id": 1},
+            {"type": "identity_created", "gid": 2, "camera": "right", "track_id": 6},
+            {"type": "handoff", "gid": 1, "from_camera": "left", "to_camera": "right", "track_id": 5}]
+    report = _report_module()
+    s = report.score_against(_write_run(tmp_path / "good", cams, mot, good), ref)
+    assert s["tracks_matched_to_reference"] == 3 and s["tracks_with_gid_scored"] == 3
+    assert s["across_cameras"]["precision"] == 1.0 and s["across_cameras"]["recall"] == 1.0
+    assert (s["persons_in_several_cameras"], s["persons_in_several_cameras_with_one_gid"]) == (1, 1)
+    # the hand-off went to the wrong person: one false merge, one missed pair
+    bad = [good[0], {"type": "handoff", "gid": 1, "from_camera": "left", "to_camera": "right", "track_id": 6},
+           {"type": "identity_created", "gid": 3, "camera": "right", "track_id": 5}]
+    s = report.score_against(_write_run(tmp_path / "bad", cams, mot, bad), ref)
+    a = s["across_cameras"]
+    assert (a["same_person_same_gid"], a["other_person_same_gid"], a["same_person_other_gid"]) == (0, 1, 1)
+    assert a["precision"] == 0.0 and a["recall"] == 0.0 and s["persons_in_several_cameras_with_one_gid"] == 0
+    with pytest.raises(SystemExit, match="ONE camera"):
+        report.score_against(tmp_path / "good", tmp_path / "good")
