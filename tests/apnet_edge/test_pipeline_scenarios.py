@@ -109,3 +109,28 @@ def test_report_scores_identities_against_a_reference_run(tmp_path: Path) -> Non
     assert a["precision"] == 0.0 and a["recall"] == 0.0 and s["persons_in_several_cameras_with_one_gid"] == 0
     with pytest.raises(SystemExit, match="ONE camera"):
         report.score_against(tmp_path / "good", tmp_path / "good")
+
+
+@needs_shared
+def test_cut_cameras_scored_against_the_uncut_reference_on_real_video(tmp_path: Path) -> None:
+    pytest.importorskip("supervision")
+    from apnet_edge.pipeline.run import run_pipeline
+    from apnet_edge.pipeline.schema import load_cams
+
+    runs = {}
+    for name in ("cams.full.yaml", "cams.example.yaml"):
+        cfg = load_cams(ROOT / "configs" / name)
+        out = tmp_path / name.split(".")[1]
+        cfg = dataclasses.replace(
+            cfg, max_frames=FRAMES,
+            detector=dataclasses.replace(cfg.detector, threads=1), reid=dataclasses.replace(cfg.reid, threads=1),
+            outputs=dataclasses.replace(cfg.outputs, dir=str(out), video="none", report=False, log_every_s=0.0))
+        run_pipeline(cfg)
+        runs[name] = out
+    s = _report_module().score_against(runs["cams.example.yaml"], runs["cams.full.yaml"])
+    # every person in the first 4 s is tracked in both the cut and the uncut view: nearly all tracks find theirs
+    assert s["tracks"] >= 4 and s["tracks_matched_to_reference"] >= 0.8 * s["tracks"]
+    a = s["across_cameras"]
+    # with the example's exit/entry topology, no two different people share an id in these 4 s
+    assert a["other_person_same_gid"] == 0, s
+    assert s["persons_in_several_cameras_with_one_gid"] <= s["persons_in_several_cameras"]
