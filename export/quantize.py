@@ -47,6 +47,19 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 TARGETS = ("cpu", "tensorrt")
+# Parts of an APNet export (torch.onnx node names) kept in float by ``keep_float=<preset>``, found on an APNet-C
+# ResNet-50 whose layer3/layer4 activations are ~10x larger on some crops than on others (one per-tensor uint8
+# range cannot suit both): the attention pyramids, the stem, layer1, and layer4's residual path (each block's first
+# conv, downsample, residual Add and its ReLU). Measured there, 99.99 percentile, batch 16, 2 threads: full INT8
+# mean cosine 0.83 at ~175 images/s; "accurate" 0.982 at 111; "more-accurate" (+ layer3's residual path) 0.985 at 98
+# (docs/benchmarks.md). Patterns that match nothing in a model (e.g. no pyramids in a plain ResNet) are skipped.
+_RESIDUAL = ("/{0}/{0}.*/conv1/*", "/{0}/*/downsample/*", "/{0}/{0}.*/Add", "/{0}/{0}.*/relu_2/*")
+KEEP_FLOAT_PRESETS: dict[str, tuple[str, ...]] = {
+    "accurate": ("/pyramids.*", "/conv1/*", "/maxpool/*", "/layer1/*", *(p.format("layer4") for p in _RESIDUAL)),
+    "more-accurate": ("/pyramids.*", "/conv1/*", "/maxpool/*", "/layer1/*",
+                      *(p.format("layer3") for p in _RESIDUAL), *(p.format("layer4") for p in _RESIDUAL)),
+}
+PRESET_PERCENTILE = 99.99  # the calibration percentile the presets were measured with
 CALIBRATION_METHODS = ("percentile", "minmax")
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Quantized by default: the convolutions and what sits between them on the main path. The attention branches
@@ -277,6 +290,20 @@ def input_preamble(model: Any) -> list[str]:
     return []
 
 
+def _preset_nodes(model: Any, preset: str) -> list[str]:
+    """Node names of ``model`` the ``keep_float`` preset keeps in float (patterns matching nothing skipped)."""
+    import fnmatch
+
+    if preset not in KEEP_FLOAT_PRESETS:
+        raise ModelError(f"keep_float preset {preset!r} is unknown; choose one of {', '.join(KEEP_FLOAT_PRESETS)}")
+    names = [n.name for n in model.graph.node]
+    out = sorted({n for pat in KEEP_FLOAT_PRESETS[preset] for n in fnmatch.filter(names, pat)})
+    if not out:
+        raise ModelError(f"keep_float preset {preset!r} matches no node of this model: it is made for APNet/ResNet "
+                         f"exports of `apnet-edge export` (node names like /layer1/layer1.0/conv1/Conv)")
+    return out
+
+
 def _resolve_exclude(model: Any, exclude: Sequence[str]) -> list[str]:
     """Node names to keep in float: each entry is an op type (all its nodes), a node name, or a node-name pattern
     with ``*`` (fnmatch, e.g. ``/layer4/*`` or ``/pyramids.*``)."""
@@ -325,7 +352,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
                   percentile: float = 99.999,
                   batch_size: int = 16, card: Optional[ModelCard] = None, pre_process: bool = True,
                   keep_float_preamble: bool = True,
-                  op_types: Optional[Sequence[str]] = DEFAULT_OP_TYPES) -> QuantizeResult:
+                  op_types: Optional[Sequence[str]] = DEFAULT_OP_TYPES,
+                  keep_float: Optional[str] = None) -> QuantizeResult:
     """Write an INT8 Q/DQ copy of the FP32 re-ID ONNX ``onnx_path`` to ``out`` (atomically).
 
     Args:
@@ -345,6 +373,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         pre_process: run ONNX Runtime's ``quant_pre_process`` (shape inference + graph optimisation) first.
         keep_float_preamble: keep the nodes before the first Conv/Gemm/MatMul (in-graph pre-processing) in float.
         op_types: op types to quantize (default :data:`DEFAULT_OP_TYPES`); None: every type ONNX Runtime can.
+        keep_float: a :data:`KEEP_FLOAT_PRESETS` name (``"accurate"``, ``"more-accurate"``): parts of an APNet
+            export kept in float, added to ``exclude`` (use ``percentile=PRESET_PERCENTILE``, as measured).
 
     Raises:
         ModelError: not a re-ID ONNX, already quantized, no usable calibration images, unknown exclude entry.
@@ -354,6 +384,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         raise ModelError(f"target must be one of {TARGETS}, found {target!r}")
     if not 50.0 < float(percentile) <= 100.0:
         raise ModelError(f"percentile must be in (50, 100], found {percentile!r}")
+    if keep_float is not None and keep_float not in KEEP_FLOAT_PRESETS:
+        raise ModelError(f"keep_float preset {keep_float!r} is unknown; choose one of {', '.join(KEEP_FLOAT_PRESETS)}")
     if method not in CALIBRATION_METHODS:
         raise ModelError(f"calibration method must be one of {CALIBRATION_METHODS}, found {method!r}")
     onnx = require("onnx", "export", "INT8 quantization")
@@ -393,6 +425,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
                 warnings.warn(f"quant_pre_process failed ({exc}); quantizing the graph as exported", stacklevel=2)
         prepared_model = onnx.load(str(prepared))
         excluded = _resolve_exclude(prepared_model, exclude)
+        if keep_float:
+            excluded = sorted(set(excluded) | set(_preset_nodes(prepared_model, keep_float)))
         if keep_float_preamble:
             excluded = sorted(set(excluded) | set(input_preamble(prepared_model)))
         del prepared_model
@@ -435,7 +469,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
             "per_channel": bool(per_channel), "calibration_method": method,
             "calibration_percentile": float(percentile) if method == "percentile" else None,
             "calibration_count": reader.used,
-            "excluded_nodes": excluded, "op_types": list(op_types) if op_types is not None else "all",
+            "keep_float_preset": keep_float, "excluded_nodes": excluded, "op_types": list(op_types) if op_types is not None else "all",
             "source_sha256": file_sha256(src),
             "onnxruntime_version": _ort_version(),
         }

@@ -179,3 +179,22 @@ def test_checkpoint_reference_and_int8_candidate(fp32_onnx, real_crops, tmp_path
     assert res.precision == "int8" and res.min_mean_cosine == 0.98
     assert res.passed == (res.mean_cosine >= 0.98)
     assert res.passed or "required for int8" in res.reasons[0]
+
+
+def test_verify_cli_gates_the_candidate_on_the_runtime_named(fp32_onnx, labelled_root, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from apnet_edge.cli import main
+
+    out = tmp_path / "gate.json"
+    rc = main(["verify", "--reference", str(fp32_onnx), "--candidate", str(fp32_onnx), "--data", str(labelled_root),
+               "--labelled", "--backend", "onnxruntime", "--candidate-backend", "openvino", "--json", str(out)])
+    import json
+
+    d = json.loads(out.read_text())
+    # OpenVINO runs an FP32 ONNX in bf16 on CPUs that have it (this one does): the gate judges it as bf16
+    assert d["precision"] in ("fp32", "bf16")
+    assert d["thresholds"]["min_mean_cosine"] == DEFAULT_MIN_MEAN_COSINE[d["precision"]]
+    assert 0.99 < d["mean_cosine"] <= 1.0 + 1e-6
+    assert rc == (0 if d["passed"] else 1)
+    cap = capsys.readouterr()
+    assert ("PASSED" if d["passed"] else "FAILED") in cap.out + cap.err

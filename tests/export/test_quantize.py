@@ -157,3 +157,27 @@ def test_model_errors(tmp_path, fp32, quantized, real_crops):
     with pytest.raises(ModelError, match="overwrite"):
         quantize_onnx(fp32, crops, fp32, progress=False)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["plain.onnx"]
+
+
+def test_keep_float_preset_keeps_the_sensitive_parts_of_an_apnet_export_in_float(tmp_path, fp32, real_crops):
+    res = quantize_onnx(fp32, real_crops[:6], tmp_path / "acc.onnx", keep_float="accurate", percentile=99.99,
+                        progress=False)
+    kept = set(res.excluded_nodes)
+    names = [n.name for n in onnx.load(str(fp32)).graph.node]
+    for must in ("/pyramids.", "/layer1/", "/conv1/"):
+        group = [n for n in names if n.startswith(must)]
+        assert group and set(group) <= kept, must
+    assert any(n.startswith("/layer4/") and n.endswith("/Add") for n in kept)
+    assert not any(n.startswith("/layer2/") for n in kept)  # the rest stays INT8 ...
+    q = onnx.load(str(res.path))
+    convs_q = {n.input[0] for n in q.graph.node if n.op_type == "Conv"}
+    dq_out = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    assert convs_q & dq_out  # ... and still has quantized convolutions
+    assert res.card.extra["quantization"]["keep_float_preset"] == "accurate"
+    x = preprocess_crops(real_crops[1::2][:8], res.card)
+    a, b = _run(fp32, x), _run(res.path, x)
+    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.mean() > FLOOR["cpu"]
+    with pytest.raises(ModelError, match="preset 'fast' is unknown"):
+        quantize_onnx(fp32, real_crops[:6], tmp_path / "x.onnx", keep_float="fast", progress=False)
+    assert not (tmp_path / "x.onnx").exists()
