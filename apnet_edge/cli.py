@@ -280,6 +280,10 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
                    help="APNet exports: keep the parts where INT8 loses most in float (attention pyramids, stem, "
                    "layer1, layer4's residual path; more-accurate: also layer3's). ResNet-50: cosine 0.83 -> 0.982 "
                    "at ~0.6x the full-INT8 speed. Implies --percentile 99.99 unless given")
+    p.add_argument("--float-gates", action="store_true",
+                   help="keep the gate of each fused attention pyramid (x * scale) in float; by default --target "
+                   "cpu runs it on uint8 maps: APNet-C's INT8 overhead over a plain ResNet-50 on ONNX Runtime "
+                   "22 %% -> 3 %% at batch 16 (docs/benchmarks.md)")
     p.add_argument("--method", default="percentile", choices=["percentile", "minmax"], help="calibration method")
     p.add_argument("--percentile", type=float, default=None,
                    help="percentile calibration: the percentile of |activation| kept (default 99.999; 99.99 with "
@@ -294,7 +298,8 @@ def _quantize(args: argparse.Namespace) -> int:
     percentile = args.percentile if args.percentile is not None else (
         PRESET_PERCENTILE if args.keep_float else 99.999)
     result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib,
-                           exclude=exclude, method=args.method, percentile=percentile, keep_float=args.keep_float)
+                           exclude=exclude, method=args.method, percentile=percentile, keep_float=args.keep_float,
+                           quantize_gates=False if args.float_gates else None)
     _out(json.dumps(result.to_dict(), indent=2, default=str))
     return 0
 

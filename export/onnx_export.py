@@ -300,7 +300,10 @@ def export_onnx(checkpoint: PathLike, out: PathLike, opset: int = DEFAULT_OPSET,
         batch_size_hint: batch of the dummy input used to trace (>1 so no size-1 dimension gets baked in).
         fuse_attention: export each APNet-C attention pyramid as one per-channel affine map computed from the
             channel means (the same function, one pass over the feature map instead of five: see
-            ``AttentionPyramidC.affine``); the parity check compares it with the step-wise PyTorch model.
+            ``AttentionPyramidC.affine``), its channel means as a GlobalAveragePool (which INT8 runtimes run on
+            the uint8 map), and the last pyramid applied to the pooled feature instead of the map (the mean of a
+            per-channel affine map is that map of the mean); the parity check compares it with the step-wise
+            PyTorch model.
 
     Raises:
         CheckpointError: unusable checkpoint. ModelError: export, simplification or parity failure.

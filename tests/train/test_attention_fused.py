@@ -52,3 +52,26 @@ def test_fused_flag_is_ignored_in_training_mode() -> None:
     pyr(x)
     handle.remove()
     assert calls  # the step-wise path ran (batch statistics, gradients through every step)
+
+
+def test_fused_last_pyramid_is_applied_to_the_pooled_features() -> None:
+    """The fifth pyramid is applied to the means (global and the two part stripes), the others to the map."""
+    torch.manual_seed(3)
+    cfg = ModelConfig(backbone="resnet18", level=2, input_size=(64, 32), multi_part=True)
+    model = build_model(cfg, 0)
+    _randomise_bn(model)
+    model.eval()
+    x = torch.randn(2, 3, 64, 32)
+    pyramids = [m for m in model.modules() if isinstance(m, AttentionPyramidC)]
+    assert len(pyramids) == 6  # five + the part branch's copy of the last one
+    with torch.no_grad():
+        ref = model.embed(x)
+        for p in pyramids:
+            p.fused = True
+        seen: list[str] = []
+        hooks = [p.register_forward_hook(lambda m, i, o, k=k: seen.append(k)) for k, p in enumerate(pyramids)]
+        fused = model.embed(x)
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+    assert seen == [0, 1, 2, 3]  # the last pyramid and its part copy never ran on a feature map

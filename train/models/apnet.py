@@ -29,6 +29,22 @@ from train.models.backbones import build_backbone, load_pretrained
 NUM_PARTS = 2
 
 
+def _pooled(pyramid: nn.Module, x: torch.Tensor, stripes: int) -> list[torch.Tensor]:
+    """Spatial means of ``pyramid(x)`` over ``stripes`` equal height stripes: ``stripes`` tensors (N, C).
+
+    A fused APNet-C pyramid (set by the ONNX exporter) is applied to the means instead of the map: the mean of a
+    per-channel affine map is that map of the mean, so the export saves a whole pass over the last feature map
+    (the largest float pass left between INT8 convolutions); the pyramid's scale and shift still come from the
+    whole map's mean, as in :meth:`AttentionPyramidC.forward`."""
+    if isinstance(pyramid, AttentionPyramidC) and pyramid.fused and not pyramid.training and pyramid.level >= 1:
+        mean = x.mean((2, 3))
+        scale, shift = pyramid.affine(mean)
+        means = [mean] if stripes == 1 else [s.mean((2, 3)) for s in x.chunk(stripes, dim=2)]
+        return [m * scale + shift for m in means]
+    y = pyramid(x)
+    return [s.mean((2, 3)) for s in y.chunk(stripes, dim=2)]
+
+
 def _classifier(dim: int, num_classes: int) -> nn.Linear:
     fc = nn.Linear(dim, num_classes, bias=False)
     nn.init.normal_(fc.weight, std=0.001)
@@ -118,12 +134,10 @@ class APNet(nn.Module):
         for piece, pyramid in zip(pieces[:4], self.pyramids[:4]):
             x = pyramid(piece(x))
         fork = x
-        x = self.pyramids[4](pieces[4](x))
-        feat = x.mean((2, 3))
+        feat = _pooled(self.pyramids[4], pieces[4](x), 1)[0]
         parts: list[torch.Tensor] = []
         if self.cfg.multi_part:
-            y = self.part_pyramid(self.part_layer4(fork))
-            parts = [s.mean((2, 3)) for s in y.chunk(NUM_PARTS, dim=2)]
+            parts = _pooled(self.part_pyramid, self.part_layer4(fork), NUM_PARTS)
         return feat, parts
 
     def _test_feature(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from apnet_edge.errors import ConfigError
 
@@ -137,7 +138,8 @@ class AttentionPyramidC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused and not self.training and self.level >= 1:
-            scale, shift = self.affine(x.mean((2, 3)))
+            # GlobalAveragePool in ONNX (ReduceMean would not be): INT8 runtimes run it on the uint8 map directly
+            scale, shift = self.affine(F.adaptive_avg_pool2d(x, 1).flatten(1))
             return x * scale[:, :, None, None] + shift[:, :, None, None]
         return self.steps(x)
 
@@ -153,6 +155,9 @@ class AttentionPyramidC(nn.Module):
         softmax weight (computed from the group sums of channel means), the frozen-bias BatchNorm (running stats)
         is a per-channel affine map, and SE multiplies each channel by a gate computed from the channel means, and
         the spatial mean of a per-channel affine map of x is the same affine map of the mean of x.
+
+        Keep the ones/zeros start: a version without it (shift None for SE only, a (C,) shift after a first SAMS
+        step) made OpenVINO 2026.4 crash (SIGFPE) while compiling the INT8 export of a trained ResNet-50.
         """
         scale = torch.ones_like(m)
         shift = torch.zeros_like(m)
