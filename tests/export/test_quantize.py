@@ -202,6 +202,7 @@ def test_float_gates_keep_every_mul_in_float(tmp_path, fp32, real_crops):
     producers = {o: n for n in model.graph.node for o in n.output}
     muls = [n for n in model.graph.node if n.op_type == "Mul"]
     assert res.quantized_gates == () and load_onnx_card(res.path).extra["quantization"]["quantized_gates"] == []
+
     def quantized(n) -> bool:  # both inputs behind DequantizeLinear: ONNX Runtime fuses it into a QLinearMul
         return all(i in producers and producers[i].op_type == "DequantizeLinear" for i in n.input)
 

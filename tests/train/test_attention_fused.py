@@ -68,7 +68,7 @@ def test_fused_last_pyramid_is_applied_to_the_pooled_features() -> None:
         ref = model.embed(x)
         for p in pyramids:
             p.fused = True
-        seen: list[str] = []
+        seen: list[int] = []
         hooks = [p.register_forward_hook(lambda m, i, o, k=k: seen.append(k)) for k, p in enumerate(pyramids)]
         fused = model.embed(x)
         for h in hooks:
