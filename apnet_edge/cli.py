@@ -358,6 +358,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table3", action="store_true",
                    help="instead of --model: the supplementary's Table III (ResNet-50 level 0, SE only, APNet-C) "
                         "on every CPU backend, FP32 and INT8, in one run")
+    p.add_argument("--keep-float", default=None, choices=["accurate", "more-accurate"],
+                   help="--matrix: the INT8 variants use this mixed-precision preset (see quantize --keep-float)")
     p.add_argument("--calib", help="--matrix/--table3: folder of real person crops (INT8 calibration, bench input)")
     p.add_argument("--data", help="--matrix: Market-1501-named folder for the gate's mAP (optional)")
     p.add_argument("--out", default="bench_out", help="--matrix/--table3: folder for models and results")
@@ -408,6 +410,8 @@ def _bench_tables(args: argparse.Namespace, batches: list[int]) -> int:
         raise ApnetError("choose one of --matrix and --table3")
     if not args.calib:
         raise ApnetError("--matrix/--table3 need --calib DIR: a folder of real person crops (e.g. from `apnet-edge mine`)")
+    if args.keep_float and not args.matrix:
+        raise ApnetError("--keep-float applies to --matrix (Table III measures the plain INT8 recipe)")
     variants = bt.parse_variants(args.variants)
     crops = read_image_folder(args.calib, limit=300)
     out = Path(args.out)
@@ -416,7 +420,7 @@ def _bench_tables(args: argparse.Namespace, batches: list[int]) -> int:
         text, name = bt.format_table3(result), "table3"
     else:
         result = bt.backend_matrix(args.matrix, crops, out, variants, batches, args.threads, args.seconds,
-                                   max(1, args.rounds), labelled_root=args.data)
+                                   max(1, args.rounds), labelled_root=args.data, keep_float=args.keep_float)
         text, name = bt.format_matrix(result), "matrix"
     _out(text)
     (out / f"{name}.md").write_text(text + "\n")

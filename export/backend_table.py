@@ -83,15 +83,17 @@ class ModelFiles:
 
 
 def prepare_model(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: PathLike, name: str = "model",
-                  progress: bool = True) -> ModelFiles:
-    """Export ``checkpoint`` to ``<out_dir>/<name>.onnx`` and quantize it for the CPU to ``<name>.int8.onnx``;
-    files already there are reused (delete them to redo). ``calib``: BGR uint8 person crops."""
+                  progress: bool = True, keep_float: Optional[str] = None) -> ModelFiles:
+    """Export ``checkpoint`` to ``<out_dir>/<name>.onnx`` and quantize it for the CPU to ``<name>.int8.onnx``
+    (``<name>.int8-<keep_float>.onnx`` with a ``keep_float`` preset of :func:`export.quantize.quantize_onnx`, at
+    the preset's percentile); files already there are reused (delete them to redo). ``calib``: BGR uint8 crops."""
     from export.onnx_export import export_onnx
-    from export.quantize import quantize_onnx
+    from export.quantize import PRESET_PERCENTILE, quantize_onnx
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = ModelFiles(Path(checkpoint), out / f"{name}.onnx", out / f"{name}.int8.onnx")
+    int8_name = f"{name}.int8-{keep_float}.onnx" if keep_float else f"{name}.int8.onnx"
+    files = ModelFiles(Path(checkpoint), out / f"{name}.onnx", out / int8_name)
     if not files.fp32.is_file():
         t = time.perf_counter()
         res = export_onnx(checkpoint, files.fp32, parity_crops=list(calib[:32]))
@@ -99,7 +101,8 @@ def prepare_model(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: Pa
         files.parity_min_cosine = res.parity.min_cosine if res.parity is not None else None
     if not files.int8.is_file():
         t = time.perf_counter()
-        quantize_onnx(files.fp32, list(calib), files.int8, target="cpu", progress=progress)
+        quantize_onnx(files.fp32, list(calib), files.int8, target="cpu", progress=progress, keep_float=keep_float,
+                      percentile=PRESET_PERCENTILE if keep_float else 99.999)
         files.quantize_seconds = round(time.perf_counter() - t, 1)
     return files
 
@@ -123,8 +126,9 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
                    variants: Sequence[str] = tuple(VARIANTS), batches: Sequence[int] = (1, 16),
                    threads: Optional[int] = None, seconds: float = 3.0, rounds: int = 2,
                    gate_crops: Optional[Sequence[np.ndarray]] = None, labelled_root: Optional[PathLike] = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, keep_float: Optional[str] = None) -> dict[str, Any]:
     """Speed of every variant of one trained model, and its gate against FP32 ONNX Runtime (see module doc).
+    ``keep_float``: the INT8 variants use a mixed-precision model (a ``quantize --keep-float`` preset).
 
     Returns a JSON-ready dict: ``rows`` (one per variant: images/s and p50 per batch, mean/worst cosine, mAP),
     ``files``, ``machine``. Variants whose library is not installed are reported as skipped.
@@ -132,7 +136,7 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
     from apnet_edge.bench import machine_info
     from apnet_edge.gate import compare_models
 
-    files = prepare_model(checkpoint, calib, out_dir, "model", progress=progress)
+    files = prepare_model(checkpoint, calib, out_dir, "model", progress=progress, keep_float=keep_float)
     rows: dict[str, dict[str, Any]] = {}
     skipped = {v: f"{VARIANTS[v][1]} is not installed" for v in variants if not _available(VARIANTS[v][1])}
     active = [v for v in variants if v not in skipped]
@@ -148,6 +152,8 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
                               labelled_root=labelled_root, backend="onnxruntime", candidate_backend=backend,
                               precision=precision, threads=threads)
         ref, cand = gate.reference_metrics or {}, gate.candidate_metrics or {}
+        if kind == "int8" and keep_float:
+            label = f"{label}, --keep-float {keep_float}"
         rows[v] = {"label": label, "model": str(files.path(kind)), "backend": backend, "gate_precision": precision,
                    "speed": {str(b): s for b, s in sorted(speed[v].items())},
                    "mean_cosine": round(gate.mean_cosine, 6), "worst_cosine": round(gate.min_cosine, 6),
@@ -155,7 +161,7 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
                    "rank1_reference": ref.get("rank1"), "rank1_candidate": cand.get("rank1"),
                    "gate_passed": gate.passed, "gate_reasons": list(gate.reasons)}
     return {"checkpoint": str(checkpoint), "batches": list(batches), "rounds": rounds, "seconds": seconds,
-            "threads": threads, "rows": rows, "skipped": skipped,
+            "threads": threads, "keep_float": keep_float, "rows": rows, "skipped": skipped,
             "files": {k: str(v) for k, v in dataclasses.asdict(files).items()}, "machine": machine_info()}
 
 

@@ -78,6 +78,12 @@ def test_matrix_and_cli(tmp_path) -> None:
     assert rc == 0
     assert json.loads((out / "matrix.json").read_text())["rows"]["ort-fp32"]["gate_passed"] is True
     assert (out / "matrix.md").read_text().startswith("| backend |")
+    rc = main(["bench", "--matrix", str(ckpt), "--calib", str(calib), "--out", str(out), "--variants", "ort-int8",
+               "--batch", "1", "--seconds", "0", "--rounds", "1", "--keep-float", "accurate"])
+    mixed = json.loads((out / "matrix.json").read_text())
+    assert rc == 0 and mixed["keep_float"] == "accurate" and (out / "model.int8-accurate.onnx").is_file()
+    assert mixed["rows"]["ort-int8"]["model"].endswith("model.int8-accurate.onnx")
+    assert "--keep-float accurate" in (out / "matrix.md").read_text()
 
 
 def test_cli_errors(tmp_path, capsys) -> None:
@@ -85,3 +91,5 @@ def test_cli_errors(tmp_path, capsys) -> None:
     assert "--calib" in capsys.readouterr().err
     assert main(["bench"]) == 2
     assert "--model" in capsys.readouterr().err
+    assert main(["bench", "--table3", "--calib", str(tmp_path), "--keep-float", "accurate"]) == 2
+    assert "--keep-float applies to --matrix" in capsys.readouterr().err
