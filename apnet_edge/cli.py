@@ -17,6 +17,7 @@ from apnet_edge import __version__
 from apnet_edge.errors import ApnetError
 
 EXIT_USAGE = 2
+KEEP_FLOAT_CHOICES = ("accurate", "more-accurate")  # export.quantize.KEEP_FLOAT_PRESETS (not imported for --help)
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 _HELP: dict[str, str] = {}
@@ -276,7 +277,7 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-calib", type=int, default=300, help="calibration crops to use (default 300)")
     p.add_argument("--exclude", default="", help="comma-separated op types, node names or node-name patterns "
                    "(e.g. '/layer4/*,/pyramids.4/*') to keep in float")
-    p.add_argument("--keep-float", default=None, choices=["accurate", "more-accurate"],
+    p.add_argument("--keep-float", default=None, choices=KEEP_FLOAT_CHOICES,
                    help="APNet exports: keep the parts where INT8 loses most in float (attention pyramids, stem, "
                    "layer1, layer4's residual path; more-accurate: also layer3's). ResNet-50: cosine 0.83 -> 0.982 "
                    "at ~0.6x the full-INT8 speed. Implies --percentile 99.99 unless given")
@@ -292,13 +293,11 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
 
 @command("quantize", "post-training INT8 quantization to a Q/DQ ONNX, calibrated on real person crops")
 def _quantize(args: argparse.Namespace) -> int:
-    from export.quantize import PRESET_PERCENTILE, quantize_onnx
+    from export.quantize import quantize_onnx
 
     exclude = [x for x in args.exclude.split(",") if x]
-    percentile = args.percentile if args.percentile is not None else (
-        PRESET_PERCENTILE if args.keep_float else 99.999)
     result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib,
-                           exclude=exclude, method=args.method, percentile=percentile, keep_float=args.keep_float,
+                           exclude=exclude, method=args.method, percentile=args.percentile, keep_float=args.keep_float,
                            quantize_gates=False if args.float_gates else None)
     _out(json.dumps(result.to_dict(), indent=2, default=str))
     return 0
@@ -358,7 +357,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table3", action="store_true",
                    help="instead of --model: the supplementary's Table III (ResNet-50 level 0, SE only, APNet-C) "
                         "on every CPU backend, FP32 and INT8, in one run")
-    p.add_argument("--keep-float", default=None, choices=["accurate", "more-accurate"],
+    p.add_argument("--keep-float", default=None, choices=KEEP_FLOAT_CHOICES,
                    help="--matrix: the INT8 variants use this mixed-precision preset (see quantize --keep-float)")
     p.add_argument("--calib", help="--matrix/--table3: folder of real person crops (INT8 calibration, bench input)")
     p.add_argument("--data", help="--matrix: Market-1501-named folder for the gate's mAP (optional)")

@@ -85,10 +85,10 @@ class ModelFiles:
 def prepare_model(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: PathLike, name: str = "model",
                   progress: bool = True, keep_float: Optional[str] = None) -> ModelFiles:
     """Export ``checkpoint`` to ``<out_dir>/<name>.onnx`` and quantize it for the CPU to ``<name>.int8.onnx``
-    (``<name>.int8-<keep_float>.onnx`` with a ``keep_float`` preset of :func:`export.quantize.quantize_onnx`, at
-    the preset's percentile); files already there are reused (delete them to redo). ``calib``: BGR uint8 crops."""
+    (``<name>.int8-<keep_float>.onnx`` with a ``keep_float`` preset of :func:`export.quantize.quantize_onnx`);
+    files already there are reused (delete them to redo). ``calib``: BGR uint8 crops."""
     from export.onnx_export import export_onnx
-    from export.quantize import PRESET_PERCENTILE, quantize_onnx
+    from export.quantize import quantize_onnx
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,8 +101,7 @@ def prepare_model(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: Pa
         files.parity_min_cosine = res.parity.min_cosine if res.parity is not None else None
     if not files.int8.is_file():
         t = time.perf_counter()
-        quantize_onnx(files.fp32, list(calib), files.int8, target="cpu", progress=progress, keep_float=keep_float,
-                      percentile=PRESET_PERCENTILE if keep_float else 99.999)
+        quantize_onnx(files.fp32, list(calib), files.int8, target="cpu", progress=progress, keep_float=keep_float)
         files.quantize_seconds = round(time.perf_counter() - t, 1)
     return files
 

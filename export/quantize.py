@@ -60,6 +60,7 @@ KEEP_FLOAT_PRESETS: dict[str, tuple[str, ...]] = {
                       *(p.format("layer3") for p in _RESIDUAL), *(p.format("layer4") for p in _RESIDUAL)),
 }
 PRESET_PERCENTILE = 99.99  # the calibration percentile the presets were measured with
+DEFAULT_PERCENTILE = 99.999  # without a preset
 CALIBRATION_METHODS = ("percentile", "minmax")
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Quantized by default: the convolutions and what sits between them on the main path. The attention branches
@@ -366,7 +367,7 @@ def _target_settings(target: str) -> tuple[Any, Any, dict[str, Any]]:
 def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarray]], out: PathLike,
                   target: str = "cpu", num_calib: int = 300, per_channel: bool = True,
                   exclude: Sequence[str] = (), progress: bool = True, method: str = "percentile",
-                  percentile: float = 99.999,
+                  percentile: Optional[float] = None,
                   batch_size: int = 16, card: Optional[ModelCard] = None, pre_process: bool = True,
                   keep_float_preamble: bool = True,
                   op_types: Optional[Sequence[str]] = DEFAULT_OP_TYPES,
@@ -382,7 +383,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         per_channel: per-output-channel weight scales (recommended for convolutions).
         exclude: op types (e.g. ``"Softmax"``) or node names to keep in float.
         progress: show a tqdm bar during calibration.
-        percentile: the percentile of |x| that ``"percentile"`` calibration keeps (default 99.999).
+        percentile: the percentile of |x| that ``"percentile"`` calibration keeps; None: :data:`PRESET_PERCENTILE`
+            (99.99) with a ``keep_float`` preset, as the presets were measured, else :data:`DEFAULT_PERCENTILE`.
         method: activation range calibration: ``"percentile"`` (99.999th percentile of |x|; default, it gave
             higher cosine than min/max on every re-ID model tried) or ``"minmax"``.
         batch_size: crops per calibration batch.
@@ -391,7 +393,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         keep_float_preamble: keep the nodes before the first Conv/Gemm/MatMul (in-graph pre-processing) in float.
         op_types: op types to quantize (default :data:`DEFAULT_OP_TYPES`); None: every type ONNX Runtime can.
         keep_float: a :data:`KEEP_FLOAT_PRESETS` name (``"accurate"``, ``"more-accurate"``): parts of an APNet
-            export kept in float, added to ``exclude`` (use ``percentile=PRESET_PERCENTILE``, as measured).
+            export kept in float, added to ``exclude``.
         quantize_gates: also quantize the feature-map gate Muls (:func:`feature_map_gates`), every other Mul
             staying float; None: for the ``cpu`` target (APNet-C's INT8 overhead over a plain ResNet-50 on ONNX
             Runtime: 22 % -> 3 % at batch 16, 24 % -> 15 % at batch 1), not for ``tensorrt`` (unverified there).
@@ -402,6 +404,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
     t0 = time.perf_counter()
     if target not in TARGETS:
         raise ModelError(f"target must be one of {TARGETS}, found {target!r}")
+    if percentile is None:
+        percentile = PRESET_PERCENTILE if keep_float else DEFAULT_PERCENTILE
     if not 50.0 < float(percentile) <= 100.0:
         raise ModelError(f"percentile must be in (50, 100], found {percentile!r}")
     if keep_float is not None and keep_float not in KEEP_FLOAT_PRESETS:
@@ -457,8 +461,6 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
             gates = [g for g in gates if g not in excluded]
             if gates:
                 op_types = (*op_types, "Mul")
-            else:
-                float_muls = []
         del prepared_model
         act_type, w_type, extra = _target_settings(target)
         reader = CropCalibrationReader(sources, card, input_name, batch_size=batch_size, progress=progress,

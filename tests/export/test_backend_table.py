@@ -84,6 +84,10 @@ def test_matrix_and_cli(tmp_path) -> None:
     assert rc == 0 and mixed["keep_float"] == "accurate" and (out / "model.int8-accurate.onnx").is_file()
     assert mixed["rows"]["ort-int8"]["model"].endswith("model.int8-accurate.onnx")
     assert "--keep-float accurate" in (out / "matrix.md").read_text()
+    from export.onnx_export import load_onnx_card
+
+    q = load_onnx_card(out / "model.int8-accurate.onnx").extra["quantization"]
+    assert q["keep_float_preset"] == "accurate" and q["calibration_percentile"] == 99.99  # the presets' percentile
 
 
 def test_cli_errors(tmp_path, capsys) -> None:

@@ -55,6 +55,11 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
 
 
+def _producers(model) -> dict:
+    """Tensor name -> the node that writes it."""
+    return {o: n for n in model.graph.node for o in n.output}
+
+
 def _zero_points(model) -> list[np.ndarray]:
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     return [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
@@ -78,7 +83,7 @@ def test_qdq_graph_and_card(quantized, fp32, real_crops):
         assert "com.microsoft" in {o.domain for o in model.opset_import}
         # the gate of each of the four inner fused pyramids (x * scale) runs on uint8 maps; the fifth is applied
         # to the pooled feature; every other Mul of the attention stays float
-        producers = {o: n for n in model.graph.node for o in n.output}
+        producers = _producers(model)
         consumers = {i: n for n in model.graph.node for i in n.input}
         gates = [n for n in model.graph.node if n.name in q["quantized_gates"]]
         assert len(gates) == len(q["quantized_gates"]) == 4
@@ -171,6 +176,13 @@ def test_model_errors(tmp_path, fp32, quantized, real_crops):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["plain.onnx"]
 
 
+def test_cli_preset_choices_are_the_presets():
+    from apnet_edge.cli import KEEP_FLOAT_CHOICES
+    from export.quantize import KEEP_FLOAT_PRESETS
+
+    assert KEEP_FLOAT_CHOICES == tuple(KEEP_FLOAT_PRESETS)
+
+
 def test_keep_float_preset_keeps_the_sensitive_parts_of_an_apnet_export_in_float(tmp_path, fp32, real_crops):
     res = quantize_onnx(fp32, real_crops[:6], tmp_path / "acc.onnx", keep_float="accurate", percentile=99.99,
                         progress=False)
@@ -199,7 +211,7 @@ def test_float_gates_keep_every_mul_in_float(tmp_path, fp32, real_crops):
     res = quantize_onnx(fp32, real_crops[::4], tmp_path / "float_gates.onnx", target="cpu", progress=False,
                         quantize_gates=False)
     model = onnx.load(str(res.path))
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers = _producers(model)
     muls = [n for n in model.graph.node if n.op_type == "Mul"]
     assert res.quantized_gates == () and load_onnx_card(res.path).extra["quantization"]["quantized_gates"] == []
 
