@@ -17,7 +17,8 @@ from apnet_edge import __version__
 from apnet_edge.errors import ApnetError
 
 EXIT_USAGE = 2
-KEEP_FLOAT_CHOICES = ("accurate", "more-accurate")  # export.quantize.KEEP_FLOAT_PRESETS (not imported for --help)
+# export.quantize.KEEP_FLOAT_PRESETS and KEEP_FLOAT_AUTO (not imported, to keep --help light)
+KEEP_FLOAT_CHOICES = ("accurate", "more-accurate", "auto")
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 _HELP: dict[str, str] = {}
@@ -278,9 +279,16 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", default="", help="comma-separated op types, node names or node-name patterns "
                    "(e.g. '/layer4/*,/pyramids.4/*') to keep in float")
     p.add_argument("--keep-float", default=None, choices=KEEP_FLOAT_CHOICES,
-                   help="APNet exports: keep the parts where INT8 loses most in float (attention pyramids, stem, "
-                   "layer1, layer4's residual path; more-accurate: also layer3's). ResNet-50: cosine 0.83 -> 0.982 "
-                   "at ~0.6x the full-INT8 speed. Implies --percentile 99.99 unless given")
+                   help="mixed precision. auto: measure how much each block loses in INT8 on this model and keep "
+                   "the fewest, cheapest blocks in float that reach --target-cosine (a few minutes for a "
+                   "ResNet-50). accurate/more-accurate: fixed APNet parts (attention pyramids, stem, layer1, "
+                   "layer4's residual path; more-accurate: also layer3's), chosen on one ResNet-50. Implies "
+                   "--percentile 99.99 unless given")
+    p.add_argument("--target-cosine", type=float, default=0.99,
+                   help="--keep-float auto: mean cosine to FP32 to keep on the search crops (default 0.99: the "
+                   "INT8 gate's 0.98 plus a margin for other crops)")
+    p.add_argument("--search-crops", type=int, default=64,
+                   help="--keep-float auto: crops of --calib set aside to measure the cosines (default 64)")
     p.add_argument("--float-gates", action="store_true",
                    help="keep the gate of each fused attention pyramid (x * scale) in float; by default --target "
                    "cpu runs it on uint8 maps: APNet-C's INT8 overhead over a plain ResNet-50 on ONNX Runtime "
@@ -298,8 +306,16 @@ def _quantize(args: argparse.Namespace) -> int:
     exclude = [x for x in args.exclude.split(",") if x]
     result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib,
                            exclude=exclude, method=args.method, percentile=args.percentile, keep_float=args.keep_float,
-                           quantize_gates=False if args.float_gates else None)
+                           quantize_gates=False if args.float_gates else None, target_cosine=args.target_cosine,
+                           search_crops=args.search_crops)
     _out(json.dumps(result.to_dict(), indent=2, default=str))
+    if result.search is not None:  # stdout stays one JSON document
+        s = result.search
+        kept = [g.name for g in s.groups if g.name not in set(s.quantized)]
+        print(f"keep-float auto: {len(s.quantized)} of {len(s.groups)} groups in INT8 ({100 * s.int8_mac_share:.0f} % "
+              f"of the multiply-accumulates), mean cosine {s.mean_cosine:.4f} (worst {s.worst_cosine:.4f}) on "
+              f"{s.search_crops} search crops; float: {', '.join(kept) or 'none'}. Gate it on other crops with "
+              f"`apnet-edge verify`", file=sys.stderr)
     return 0
 
 
@@ -358,7 +374,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="instead of --model: the supplementary's Table III (ResNet-50 level 0, SE only, APNet-C) "
                         "on every CPU backend, FP32 and INT8, in one run")
     p.add_argument("--keep-float", default=None, choices=KEEP_FLOAT_CHOICES,
-                   help="--matrix: the INT8 variants use this mixed-precision preset (see quantize --keep-float)")
+                   help="--matrix: the INT8 variants use this mixed precision (see quantize --keep-float; auto "
+                   "searches with the default target cosine 0.99)")
     p.add_argument("--calib", help="--matrix/--table3: folder of real person crops (INT8 calibration, bench input)")
     p.add_argument("--data", help="--matrix: Market-1501-named folder for the gate's mAP (optional)")
     p.add_argument("--out", default="bench_out", help="--matrix/--table3: folder for models and results")

@@ -41,6 +41,7 @@ from apnet_edge.card import ModelCard
 from apnet_edge.crops import IMAGE_SUFFIXES, list_images, spread_indices
 from apnet_edge.errors import ModelError, require
 from apnet_edge.files import file_sha256
+from export.mixed_precision import KeepFloatSearch, layer_groups, search_keep_float
 from export.onnx_export import CARD_KEY, card_metadata, read_card, set_metadata, temp_path_for
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,11 @@ KEEP_FLOAT_PRESETS: dict[str, tuple[str, ...]] = {
     "more-accurate": ("/pyramids.*", "/conv1/*", "/maxpool/*", "/layer1/*",
                       *(p.format("layer3") for p in _RESIDUAL), *(p.format("layer4") for p in _RESIDUAL)),
 }
-PRESET_PERCENTILE = 99.99  # the calibration percentile the presets were measured with
+KEEP_FLOAT_AUTO = "auto"  # search this model for the groups to keep in float (export.mixed_precision)
+DEFAULT_TARGET_COSINE = 0.99  # the search's target on its crops: the INT8 gate's 0.98 plus a margin for other crops
+DEFAULT_SEARCH_CROPS = 64
+MIN_CALIB_AFTER_SEARCH = 16  # fewer calibration crops left after setting the search crops aside: share them
+PRESET_PERCENTILE = 99.99  # the calibration percentile the presets (and the search) were measured with
 DEFAULT_PERCENTILE = 99.999  # without a preset
 CALIBRATION_METHODS = ("percentile", "minmax")
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -88,6 +93,7 @@ class QuantizeResult:
     seconds: float
     skipped_images: tuple[str, ...] = field(default_factory=tuple)
     quantized_gates: tuple[str, ...] = field(default_factory=tuple)
+    search: Optional[KeepFloatSearch] = None  # keep_float="auto": what the search measured and chose
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "card": self.card.to_dict(), "target": self.target,
@@ -96,7 +102,8 @@ class QuantizeResult:
                 "calibration_method": self.calibration_method, "excluded_nodes": list(self.excluded_nodes),
                 "num_quantize_nodes": self.num_quantize_nodes, "seconds": round(self.seconds, 3),
                 "skipped_images": list(self.skipped_images),
-                "quantized_gates": list(self.quantized_gates)}
+                "quantized_gates": list(self.quantized_gates),
+                "keep_float_search": self.search.to_dict() if self.search is not None else None}
 
 
 # ------------------------------------------------------------------------------------------- calibration data
@@ -371,7 +378,9 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
                   batch_size: int = 16, card: Optional[ModelCard] = None, pre_process: bool = True,
                   keep_float_preamble: bool = True,
                   op_types: Optional[Sequence[str]] = DEFAULT_OP_TYPES,
-                  keep_float: Optional[str] = None, quantize_gates: Optional[bool] = None) -> QuantizeResult:
+                  keep_float: Optional[str] = None, quantize_gates: Optional[bool] = None,
+                  target_cosine: float = DEFAULT_TARGET_COSINE,
+                  search_crops: int = DEFAULT_SEARCH_CROPS) -> QuantizeResult:
     """Write an INT8 Q/DQ copy of the FP32 re-ID ONNX ``onnx_path`` to ``out`` (atomically).
 
     Args:
@@ -384,7 +393,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         exclude: op types (e.g. ``"Softmax"``) or node names to keep in float.
         progress: show a tqdm bar during calibration.
         percentile: the percentile of |x| that ``"percentile"`` calibration keeps; None: :data:`PRESET_PERCENTILE`
-            (99.99) with a ``keep_float`` preset, as the presets were measured, else :data:`DEFAULT_PERCENTILE`.
+            (99.99) with ``keep_float``, as the presets and the search were measured, else
+            :data:`DEFAULT_PERCENTILE`.
         method: activation range calibration: ``"percentile"`` (99.999th percentile of |x|; default, it gave
             higher cosine than min/max on every re-ID model tried) or ``"minmax"``.
         batch_size: crops per calibration batch.
@@ -392,14 +402,20 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         pre_process: run ONNX Runtime's ``quant_pre_process`` (shape inference + graph optimisation) first.
         keep_float_preamble: keep the nodes before the first Conv/Gemm/MatMul (in-graph pre-processing) in float.
         op_types: op types to quantize (default :data:`DEFAULT_OP_TYPES`); None: every type ONNX Runtime can.
-        keep_float: a :data:`KEEP_FLOAT_PRESETS` name (``"accurate"``, ``"more-accurate"``): parts of an APNet
-            export kept in float, added to ``exclude``.
+        keep_float: ``"auto"``: search this model for the module groups to keep in float so that the INT8 model
+            reaches ``target_cosine`` (:mod:`export.mixed_precision`; needs op_types); or a
+            :data:`KEEP_FLOAT_PRESETS` name (``"accurate"``, ``"more-accurate"``): fixed parts of an APNet export.
+            Added to ``exclude``.
         quantize_gates: also quantize the feature-map gate Muls (:func:`feature_map_gates`), every other Mul
             staying float; None: for the ``cpu`` target (APNet-C's INT8 overhead over a plain ResNet-50 on ONNX
             Runtime: 22 % -> 3 % at batch 16, 24 % -> 15 % at batch 1), not for ``tensorrt`` (unverified there).
+        target_cosine: ``keep_float="auto"``: the mean cosine to FP32 the INT8 model must keep on the search crops.
+        search_crops: ``keep_float="auto"``: crops set aside from ``calib`` to measure cosines during the search
+            (they calibrate too when fewer than 16 crops would be left).
 
     Raises:
-        ModelError: not a re-ID ONNX, already quantized, no usable calibration images, unknown exclude entry.
+        ModelError: not a re-ID ONNX, already quantized, no usable calibration images, unknown exclude entry, or
+            (``"auto"``) no group of the model reaches ``target_cosine`` in INT8.
     """
     t0 = time.perf_counter()
     if target not in TARGETS:
@@ -408,13 +424,22 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         percentile = PRESET_PERCENTILE if keep_float else DEFAULT_PERCENTILE
     if not 50.0 < float(percentile) <= 100.0:
         raise ModelError(f"percentile must be in (50, 100], found {percentile!r}")
-    if keep_float is not None and keep_float not in KEEP_FLOAT_PRESETS:
-        raise ModelError(f"keep_float preset {keep_float!r} is unknown; choose one of {', '.join(KEEP_FLOAT_PRESETS)}")
+    if keep_float is not None and keep_float != KEEP_FLOAT_AUTO and keep_float not in KEEP_FLOAT_PRESETS:
+        raise ModelError(f"keep_float preset {keep_float!r} is unknown; choose one of "
+                         f"{', '.join([*KEEP_FLOAT_PRESETS, KEEP_FLOAT_AUTO])}")
+    if keep_float == KEEP_FLOAT_AUTO:
+        if not 0.0 < float(target_cosine) < 1.0:
+            raise ModelError(f"target_cosine must be in (0, 1), found {target_cosine!r}")
+        if search_crops < 1:
+            raise ModelError(f"search_crops must be >= 1, found {search_crops}")
+        if op_types is None:
+            raise ModelError("keep_float='auto' needs the op types to quantize (op_types); None means every type ONNX "
+                             "Runtime can, which the search cannot group")
     if method not in CALIBRATION_METHODS:
         raise ModelError(f"calibration method must be one of {CALIBRATION_METHODS}, found {method!r}")
     onnx = require("onnx", "export", "INT8 quantization")
     require("onnxruntime", "export", "INT8 quantization")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat
 
     src = Path(onnx_path)
     out = Path(out)
@@ -430,7 +455,12 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
     fixed_batch = _fixed_batch(model, input_name)
     if fixed_batch:
         batch_size = fixed_batch
-    sources, skipped_files = calibration_sources(calib, num_calib)
+    auto = keep_float == KEEP_FLOAT_AUTO
+    sources, skipped_files = calibration_sources(calib, num_calib + (search_crops if auto else 0))
+    search_sources: list[Union[Path, np.ndarray]] = []
+    overlaps = False
+    if auto:
+        sources, search_sources, overlaps = split_search_crops(sources, search_crops, num_calib)
     model = _at_least_opset13(model, str(src))
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -449,7 +479,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
                 warnings.warn(f"quant_pre_process failed ({exc}); quantizing the graph as exported", stacklevel=2)
         prepared_model = onnx.load(str(prepared))
         excluded = _resolve_exclude(prepared_model, exclude)
-        if keep_float:
+        if keep_float and not auto:
             excluded = sorted(set(excluded) | set(_preset_nodes(prepared_model, keep_float)))
         if keep_float_preamble:
             excluded = sorted(set(excluded) | set(input_preamble(prepared_model)))
@@ -461,32 +491,57 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
             gates = [g for g in gates if g not in excluded]
             if gates:
                 op_types = (*op_types, "Mul")
-        del prepared_model
         act_type, w_type, extra = _target_settings(target)
-        reader = CropCalibrationReader(sources, card, input_name, batch_size=batch_size, progress=progress,
-                                       exact_batch=bool(fixed_batch))
         calib_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[method]
-        # calibrate in passes of at most ~32 crops: the percentile calibrator holds every activation of a pass
-        extra["CalibStridedMinMax"] = chunk_batches(len(reader), reader.batch_size)
         if method == "percentile":
             extra["CalibPercentile"] = float(percentile)
+        readers: list[CropCalibrationReader] = []
+
+        def make_reader() -> CropCalibrationReader:
+            reader = CropCalibrationReader(sources, card, input_name, batch_size=batch_size,
+                                           progress=progress and not readers, exact_batch=bool(fixed_batch))
+            readers.append(reader)
+            return reader
+
+        cache = _calibration_cache(Path(work) / "calibration.json") if auto else None
+
+        def run(nodes_to_exclude: Sequence[str], dest: Path) -> None:
+            reader = make_reader()
+            # calibrate in passes of at most ~32 crops: the percentile calibrator holds every activation of a pass
+            opts = {**extra, "CalibStridedMinMax": chunk_batches(len(reader), reader.batch_size)}
+            try:
+                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                    warnings.simplefilter("ignore")  # ORT prints/warns per tensor; the result's fields say what matters
+                    _quantize_static(prepared, dest, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                     reduce_range=False, activation_type=act_type, weight_type=w_type,
+                                     nodes_to_exclude=sorted({*nodes_to_exclude, *float_muls}) or None,
+                                     op_types_to_quantize=list(op_types) if op_types is not None else None,
+                                     calibrate_method=calib_method, extra_options=opts, cache=cache)
+            except Exception as exc:
+                if sum(r.used for r in readers) == 0:
+                    raise ModelError(f"no calibration image could be read ({len(reader.skipped)} unreadable, e.g. "
+                                     f"{reader.skipped[:3]}); pass readable person crops") from exc
+                raise ModelError(f"ONNX Runtime quantization of {str(src)!r} failed: {type(exc).__name__}: {exc}") \
+                    from exc
+            finally:
+                reader.close()
+
+        search: Optional[KeepFloatSearch] = None
+        if auto:
+            quantizable = [n.name for n in prepared_model.graph.node if n.op_type in (op_types or ())
+                           and n.name not in set(excluded) | set(float_muls)]
+            groups = layer_groups(prepared_model, quantizable)
+            del prepared_model
+            search = _search(prepared, groups, excluded, search_sources, card, input_name, batch_size,
+                             bool(fixed_batch), run, Path(work), float(target_cosine), overlaps, progress, src)
+            excluded = sorted(set(excluded) | set(search.float_nodes))
+            gates = [g for g in gates if g not in excluded]
+        else:
+            del prepared_model
         quantized = Path(work) / "int8.onnx"
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")  # ORT prints/warns per tensor; the result's fields say what matters
-                quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ,
-                                per_channel=per_channel, reduce_range=False, activation_type=act_type,
-                                weight_type=w_type, nodes_to_exclude=sorted({*excluded, *float_muls}) or None,
-                                op_types_to_quantize=list(op_types) if op_types is not None else None,
-                                calibrate_method=calib_method, extra_options=extra)
-        except Exception as exc:
-            if reader.used == 0:
-                raise ModelError(f"no calibration image could be read ({len(reader.skipped)} unreadable, e.g. "
-                                 f"{reader.skipped[:3]}); pass readable person crops") from exc
-            raise ModelError(f"ONNX Runtime quantization of {str(src)!r} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            reader.close()
-        skipped = [*skipped_files, *reader.skipped]
+        run(excluded, quantized)
+        num_used = max(r.used for r in readers)  # with a calibration cache only the first reader reads
+        skipped = [*skipped_files, *sorted({s for r in readers for s in r.skipped})]
         if skipped:
             warnings.warn(f"{len(skipped)} calibration images could not be read and were skipped "
                           f"(e.g. {skipped[0]})", stacklevel=2)
@@ -500,9 +555,10 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
             "activation_symmetric": bool(extra.get("ActivationSymmetric")), "weight_symmetric": True,
             "per_channel": bool(per_channel), "calibration_method": method,
             "calibration_percentile": float(percentile) if method == "percentile" else None,
-            "calibration_count": reader.used,
+            "calibration_count": num_used,
             "keep_float_preset": keep_float, "excluded_nodes": excluded, "op_types": list(op_types) if op_types is not None else "all",
             "quantized_gates": gates,
+            "keep_float_search": search.to_dict() if search is not None else None,
             "source_sha256": file_sha256(src),
             "onnxruntime_version": _ort_version(),
         }
@@ -520,10 +576,96 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
             if tmp.exists():
                 tmp.unlink()
     return QuantizeResult(path=out, card=qcard, target=target, activation_type=act_type.name,
-                          weight_type=w_type.name, per_channel=bool(per_channel), num_calib=reader.used,
+                          weight_type=w_type.name, per_channel=bool(per_channel), num_calib=num_used,
                           calibration_method=method, excluded_nodes=tuple(excluded), num_quantize_nodes=n_q,
                           seconds=time.perf_counter() - t0, skipped_images=tuple(skipped),
-                          quantized_gates=tuple(gates))
+                          quantized_gates=tuple(gates), search=search)
+
+
+# ------------------------------------------------------------------------------------ keep_float="auto" search
+
+
+def split_search_crops(sources: Sequence[Union[Path, np.ndarray]], search_crops: int,
+                       num_calib: int) -> tuple[list[Union[Path, np.ndarray]], list[Union[Path, np.ndarray]], bool]:
+    """(calibration items, search items, overlap): ``search_crops`` items spread over ``sources`` are set aside
+    for the search; at most ``num_calib`` of the rest calibrate. When fewer than :data:`MIN_CALIB_AFTER_SEARCH`
+    would be left, the search items calibrate too (overlap True)."""
+    pick = set(spread_indices(len(sources), search_crops))
+    search = [sources[i] for i in sorted(pick)]
+    rest = [s for i, s in enumerate(sources) if i not in pick]
+    if len(rest) < MIN_CALIB_AFTER_SEARCH:
+        return [sources[i] for i in spread_indices(len(sources), num_calib)], search, True
+    return [rest[i] for i in spread_indices(len(rest), num_calib)], search, False
+
+
+def _calibration_cache(path: Path) -> Optional[Path]:
+    """``path`` when this ONNX Runtime can cache calibration ranges between quantize_static calls, else None
+    (then every search step calibrates again: correct, but each step takes a calibration's time)."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        return path
+    warnings.warn(f"onnxruntime {_ort_version()} cannot cache calibration ranges (quantize_static has no "
+                  f"calibration_cache_path): the keep_float='auto' search calibrates again at every step; "
+                  f"`pip install -U onnxruntime` makes it several times faster", stacklevel=3)
+    return None
+
+
+def _quantize_static(prepared: Path, dest: Path, reader: CropCalibrationReader, cache: Optional[Path],
+                     **kwargs: Any) -> None:
+    """ONNX Runtime's quantize_static, reusing the calibration ranges in ``cache`` when given (written on first
+    use; the reader is not read then)."""
+    from onnxruntime.quantization import quantize_static
+
+    if cache is not None:
+        kwargs["calibration_cache_path"] = str(cache)
+    quantize_static(str(prepared), str(dest), reader, **kwargs)
+
+
+def _search(prepared: Path, groups: Sequence[Any], excluded: Sequence[str],
+            search_sources: Sequence[Union[Path, np.ndarray]], card: ModelCard, input_name: str, batch_size: int,
+            fixed_batch: bool, run: Any, work: Path, target_cosine: float, overlaps: bool, progress: bool,
+            src: Path) -> KeepFloatSearch:
+    """Run :func:`export.mixed_precision.search_keep_float` with ONNX Runtime: each trial quantizes with ``run``
+    and embeds the search crops; cosines are per crop against the FP32 (prepared) model."""
+    import onnxruntime as ort
+
+    if len(groups) < 2:
+        raise ModelError(f"keep_float='auto': {str(src)!r} has {len(groups)} quantizable group(s); the search needs "
+                         f"at least two (use --exclude or a preset)")
+    reader = CropCalibrationReader(search_sources, card, input_name, batch_size=batch_size, progress=False,
+                                   exact_batch=fixed_batch)
+    batches = [b[input_name] for b in reader]
+    n_used = reader.used
+    if n_used == 0:
+        raise ModelError(f"keep_float='auto': none of the {len(search_sources)} search crops could be read")
+
+    def embed(path: Path) -> np.ndarray:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        e = np.concatenate([sess.run(None, {input_name: b})[0] for b in batches])[:n_used].astype(np.float64)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+    reference = embed(prepared)
+    by_name = {g.name: g for g in groups}
+    trial = work / "trial.onnx"
+
+    def evaluate(int8_groups: Sequence[str]) -> np.ndarray:
+        keep = set(int8_groups)
+        float_nodes = {n for name, g in by_name.items() if name not in keep for n in g.nodes}
+        run(sorted({*excluded, *float_nodes}), trial)
+        return np.sum(embed(trial) * reference, axis=1)
+
+    result = search_keep_float(groups, evaluate, target_cosine, n_used, overlaps, progress=progress)
+    if not result.quantized:
+        best = min(range(len(groups)), key=lambda i: result.errors[i])
+        raise ModelError(f"keep_float='auto': no part of {str(src)!r} reaches mean cosine {target_cosine} in INT8 on "
+                         f"{n_used} search crops (the most tolerant group, {groups[best].name}, alone gives "
+                         f"{1 - result.errors[best]:.4f}); lower target_cosine or deploy the FP32 model")
+    log.info("keep_float='auto': %d of %d groups in INT8 (%.0f %% of the MACs), mean cosine %.5f on %d crops",
+             len(result.quantized), len(groups), 100 * result.int8_mac_share, result.mean_cosine, n_used)
+    return result
 
 
 def _ort_version() -> str:

@@ -178,9 +178,9 @@ def test_model_errors(tmp_path, fp32, quantized, real_crops):
 
 def test_cli_preset_choices_are_the_presets():
     from apnet_edge.cli import KEEP_FLOAT_CHOICES
-    from export.quantize import KEEP_FLOAT_PRESETS
+    from export.quantize import KEEP_FLOAT_AUTO, KEEP_FLOAT_PRESETS
 
-    assert KEEP_FLOAT_CHOICES == tuple(KEEP_FLOAT_PRESETS)
+    assert KEEP_FLOAT_CHOICES == (*KEEP_FLOAT_PRESETS, KEEP_FLOAT_AUTO)
 
 
 def test_keep_float_preset_keeps_the_sensitive_parts_of_an_apnet_export_in_float(tmp_path, fp32, real_crops):
@@ -247,3 +247,55 @@ def test_cpu_int8_export_compiles_and_agrees_on_openvino(quantized, real_crops, 
     # the same INT8 model on two runtimes (OpenVINO runs the float parts in bf16 where the CPU has it: 0.975 on
     # this random-weight model with AMX); the floor catches breakage, not drift
     assert float(proc.stdout.strip().splitlines()[-1]) >= 0.9
+
+
+def test_keep_float_auto_keeps_what_the_target_needs_in_float_and_reports_it(tmp_path, fp32, real_crops, capsys):
+    """The search's INT8 model is the one it measured: its cosine on the search crops, recomputed here, is the
+    reported one and reaches the target; the groups left in float are excluded, the rest stays INT8."""
+    import json
+
+    from apnet_edge.cli import main
+    from export.quantize import split_search_crops
+
+    crops = real_crops[:24]
+    full = quantize_onnx(fp32, crops, tmp_path / "full.onnx", progress=False, percentile=99.99)
+    calib_part, search_part, overlap = split_search_crops(crops, 8, 300)
+    assert len(search_part) == 8 and len(calib_part) == 16 and not overlap
+    x = preprocess_crops(search_part, full.card)
+    ref = _run(fp32, x)
+
+    def cosine(path) -> np.ndarray:
+        e = _run(path, x)
+        return np.sum(e * ref, 1) / (np.linalg.norm(e, axis=1) * np.linalg.norm(ref, axis=1))
+
+    full_cos = float(cosine(full.path).mean())
+    target = round(1.0 - (1.0 - full_cos) / 3, 4)  # the full INT8 model misses it: something must stay float
+    assert full_cos < target
+    assert main(["quantize", "--onnx", str(fp32), "--calib", str(_folder(tmp_path / "calib", crops)), "--out",
+                 str(tmp_path / "auto.onnx"), "--keep-float", "auto", "--target-cosine", str(target),
+                 "--search-crops", "8"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    card = load_onnx_card(tmp_path / "auto.onnx")
+    q = card.extra["quantization"]
+    s = q["keep_float_search"]
+    assert printed["keep_float_search"] == s
+    assert q["keep_float_preset"] == "auto" and q["calibration_count"] == 16 and s["search_crops"] == 8
+    assert s["target_cosine"] == target and s["mean_cosine"] >= target
+    assert any(g["int8"] for g in s["groups"]) and not all(g["int8"] for g in s["groups"])
+    convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
+    for g in s["groups"]:
+        if g["name"] != "/":
+            members = [n for n in convs if n.startswith(g["name"] + "/")]
+            assert all((n in q["excluded_nodes"]) != g["int8"] for n in members), g
+    assert float(cosine(tmp_path / "auto.onnx").mean()) == pytest.approx(s["mean_cosine"], abs=2e-4)
+    with pytest.raises(ModelError, match="target_cosine"):
+        quantize_onnx(fp32, crops, tmp_path / "x.onnx", keep_float="auto", target_cosine=1.5, progress=False)
+
+
+def _folder(path: Path, crops) -> Path:
+    import cv2
+
+    path.mkdir()
+    for i, c in enumerate(crops):
+        cv2.imwrite(str(path / f"{i:03d}.png"), c)
+    return path
