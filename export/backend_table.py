@@ -127,7 +127,9 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
                    gate_crops: Optional[Sequence[np.ndarray]] = None, labelled_root: Optional[PathLike] = None,
                    progress: bool = True, keep_float: Optional[str] = None) -> dict[str, Any]:
     """Speed of every variant of one trained model, and its gate against FP32 ONNX Runtime (see module doc).
-    ``keep_float``: the INT8 variants use a mixed-precision model (a ``quantize --keep-float`` preset).
+    ``keep_float``: the INT8 variants use a mixed-precision model (``quantize --keep-float``: a preset or auto).
+    The gate's cosines run on ``gate_crops`` if given, else on the held-out query + gallery crops of
+    ``labelled_root`` if given, else on the calibration crops (``gate_crops`` in the result says which).
 
     Returns a JSON-ready dict: ``rows`` (one per variant: images/s and p50 per batch, mean/worst cosine, mAP),
     ``files``, ``machine``. Variants whose library is not installed are reported as skipped.
@@ -143,11 +145,17 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
     for _ in range(max(1, rounds)):
         for v in active:
             _keep_best(speed[v], _bench(files, v, batches, threads, seconds, calib))
+    if gate_crops is not None:
+        crops_for_gate, gate_source = list(gate_crops), "given crops"
+    elif labelled_root is not None:  # held out: calibration (and a keep_float search) never saw them
+        crops_for_gate, gate_source = None, f"query + gallery of {labelled_root}"
+    else:
+        crops_for_gate, gate_source = list(calib), "the calibration crops"
     for v in active:
         kind, backend, label = VARIANTS[v]
         # OpenVINO's default precision is bf16 on CPUs that have it: judge it by the bf16 threshold
         precision = "int8" if kind == "int8" else ("bf16" if v == "openvino-default" else "fp32")
-        gate = compare_models(str(files.fp32), str(files.path(kind)), list(gate_crops or calib),
+        gate = compare_models(str(files.fp32), str(files.path(kind)), crops_for_gate,
                               labelled_root=labelled_root, backend="onnxruntime", candidate_backend=backend,
                               precision=precision, threads=threads)
         ref, cand = gate.reference_metrics or {}, gate.candidate_metrics or {}
@@ -158,9 +166,9 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
                    "mean_cosine": round(gate.mean_cosine, 6), "worst_cosine": round(gate.min_cosine, 6),
                    "map_reference": ref.get("mAP"), "map_candidate": cand.get("mAP"),
                    "rank1_reference": ref.get("rank1"), "rank1_candidate": cand.get("rank1"),
-                   "gate_passed": gate.passed, "gate_reasons": list(gate.reasons)}
+                   "gate_passed": gate.passed, "gate_reasons": list(gate.reasons), "gate_n_crops": gate.n_crops}
     return {"checkpoint": str(checkpoint), "batches": list(batches), "rounds": rounds, "seconds": seconds,
-            "threads": threads, "keep_float": keep_float, "rows": rows, "skipped": skipped,
+            "threads": threads, "keep_float": keep_float, "gate_crops": gate_source, "rows": rows, "skipped": skipped,
             "files": {k: str(v) for k, v in dataclasses.asdict(files).items()}, "machine": machine_info()}
 
 
@@ -177,6 +185,9 @@ def format_matrix(result: dict[str, Any]) -> str:
         lines.append(f"| {row['label']} | {ips} | {row['mean_cosine']:.4f} | {row['worst_cosine']:.4f} | {m} |")
     for v, why in result.get("skipped", {}).items():
         lines.append(f"| {VARIANTS[v][2]} | skipped: {why} |")
+    if result.get("gate_crops"):
+        n = next((r.get("gate_n_crops") for r in result["rows"].values()), None)
+        lines.append(f"\ncosines over {n} crops: {result['gate_crops']}")
     return "\n".join(lines)
 
 

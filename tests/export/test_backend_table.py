@@ -68,6 +68,16 @@ def test_matrix_and_cli(tmp_path) -> None:
     assert rows["torch-fp32"]["mean_cosine"] > 0.9999  # export parity
     assert -1.0 <= rows["ort-int8"]["worst_cosine"] <= rows["ort-int8"]["mean_cosine"] <= 1.0
     assert "ONNX Runtime INT8" in format_matrix(m)
+    assert m["gate_crops"] == "the calibration crops" and rows["ort-int8"]["gate_n_crops"] == len(crops)
+    site = tmp_path / "site"  # with a labelled folder the cosines run on its held-out query + gallery crops
+    for sub, cam in (("query", 1), ("bounding_box_test", 2)):
+        (site / sub).mkdir(parents=True)
+        for i, c in enumerate(crops[:6]):
+            cv2.imwrite(str(site / sub / f"{i % 3 + 1:04d}_c{cam}s1_{i:06d}_00.jpg"), c)
+    held = backend_matrix(ckpt, crops, tmp_path / "m", variants=["ort-int8"], batches=(1,), seconds=0.0, rounds=1,
+                          progress=False, labelled_root=site)
+    assert held["gate_crops"].startswith("query + gallery") and held["rows"]["ort-int8"]["gate_n_crops"] == 12
+    assert "cosines over 12 crops: query + gallery" in format_matrix(held)
     calib = tmp_path / "calib"
     calib.mkdir()
     for i, c in enumerate(crops):
