@@ -12,9 +12,13 @@ cosine similarity of L2-normalised embeddings, pairs below ``threshold`` forbidd
 unassigned founds a new identity. An identity held by a live track of a camera cannot be taken by another track of
 that same camera (one person is never twice in one view); it can be taken in another camera (overlapping views).
 With a topology, a move from camera A to camera B is allowed only along a listed transit whose time window holds
-the gap since the identity was last seen and, when the transit names them, whose ``exit`` edges of A the identity
-was last seen at and whose ``entry`` edges of B the new track started at (a fitting transit adds its ``bonus``,
-default ``topology_bonus``, to the similarity before the threshold). Re-entry into the same camera needs no topology
+the gap since the identity was last seen and, when the transit names them, across its ``exit`` edges of A and
+``entry`` edges of B: the identity's last box and the new track's first box touch those edges, or (with
+``max_speed``) lie short of them by no more than the person can have walked in the time the transit leaves
+(``max_speed`` body heights per second times the gap minus ``min_s``, plus half a height): a person the detector
+missed for a few frames near the cut. A fitting transit adds its ``bonus`` (default ``topology_bonus``) to the
+similarity before the threshold, in full when both boxes touch the edges and less the longer the walk it needs
+(linearly to 0 at the limit), so a nearer candidate wins a close call. Re-entry into the same camera needs no topology
 but must be physically possible (``max_speed``): the new track must start within ``max_speed * gap + 1`` body heights
 of where the identity was last seen in that camera, unless both places are at the frame edge (the person left the
 view and came back). Where and when tracks start and identities were last seen comes from :meth:`observe`, which the
@@ -48,6 +52,7 @@ from apnet_edge.pipeline.schema import MatcherConfig, TransitConfig
 Key = tuple[str, int]  # (camera id, local track id)
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the camera's (roi-cut) frame
 REACH_SLACK = 1.0  # body heights a re-entering track may start from the last place at zero gap (box jitter)
+TRANSIT_SLACK = 0.5  # body heights a transit allows between the edges and the boxes at zero gap
 
 
 @dataclass
@@ -144,6 +149,44 @@ class CrossCameraMatcher:
                  "bottom": box[3] >= size[1] - my}
         return {e for e, hit in touch.items() if hit}
 
+    def _edge_distance(self, camera_id: str, box: Box, edges: tuple[str, ...]) -> Optional[float]:
+        """Pixels from ``box`` to the nearest of ``edges`` of ``camera_id``'s frame (0 within ``edge_margin``);
+        None when the frame size is unknown."""
+        size = self._size.get(camera_id)
+        if size is None:
+            return None
+        mx, my = self.cfg.edge_margin * size[0], self.cfg.edge_margin * size[1]
+        gaps = {"left": box[0] - mx, "top": box[1] - my, "right": size[0] - mx - box[2],
+                "bottom": size[1] - my - box[3]}
+        return max(min(gaps[e] for e in edges), 0.0)
+
+    def _transit_fit(self, ident: Identity, camera_id: str, t: TransitConfig,
+                     first: Optional[tuple[Box, float]]) -> Optional[float]:
+        """How well ``ident`` (last seen in ``t.src``) leaving across ``t.exit`` and the track first seen at ``first``
+        (box, time) in ``camera_id`` coming in across ``t.entry`` fit: 1.0 when both boxes touch those edges, None
+        when impossible. With ``max_speed``, a box short of its edge is possible when the walks from the last box to
+        the exit edge and from the entry edge to the first box, in body heights, fit in ``max_speed`` times the time
+        the transit leaves for them (gap minus ``min_s``) plus one height (a person the detector missed near the edge
+        for a few frames); the fit falls linearly to 0 at that limit. Without ``max_speed`` both boxes must touch."""
+        last = ident.last_box
+        if self.cfg.max_speed <= 0:
+            if t.exit and last is not None and not self._edges(ident.last_camera, last) & set(t.exit):
+                return None
+            if t.entry and first is not None and not self._edges(camera_id, first[0]) & set(t.entry):
+                return None
+            return 1.0
+        walk_px, height = 0.0, 1.0
+        if t.exit and last is not None:
+            walk_px += self._edge_distance(ident.last_camera, last, t.exit) or 0.0
+            height = max(height, last[3] - last[1])
+        if t.entry and first is not None:
+            walk_px += self._edge_distance(camera_id, first[0], t.entry) or 0.0
+            height = max(height, first[0][3] - first[0][1])
+        t_first = first[1] if first is not None else ident.last_seen
+        reach = self.cfg.max_speed * max(t_first - ident.last_seen - t.min_s, 0.0) + TRANSIT_SLACK
+        fit = 1.0 - walk_px / height / reach
+        return fit if fit >= 0.0 else None
+
     def _reachable(self, ident: Identity, camera_id: str, key: Optional[Key]) -> bool:
         """Whether track ``key`` of ``camera_id`` can be ``ident`` coming back to the camera it was last seen in."""
         first = self._first.get(key) if key is not None else None
@@ -168,15 +211,15 @@ class CrossCameraMatcher:
             return 0.0
         gap = now - ident.last_seen
         first = self._first.get(key) if key is not None else None
+        best: Optional[float] = None  # the best-fitting transit's bonus
         for t in self._transits.get((ident.last_camera, camera_id), []):
             if not (t.min_s <= gap <= t.max_s or (ident.tracks and t.min_s == 0.0)):
                 continue
-            if t.exit and ident.last_box is not None and not self._edges(ident.last_camera, ident.last_box) & set(t.exit):
-                continue
-            if t.entry and first is not None and not self._edges(camera_id, first[0]) & set(t.entry):
-                continue
-            return self.cfg.topology_bonus if t.bonus is None else t.bonus
-        return None
+            fit = self._transit_fit(ident, camera_id, t, first)
+            if fit is not None:
+                bonus = fit * (self.cfg.topology_bonus if t.bonus is None else t.bonus)
+                best = bonus if best is None else max(best, bonus)
+        return best
 
     def _similarities(self, q: np.ndarray, gids: list[int]) -> np.ndarray:
         """(N, G) best-of-bank cosine similarity of embeddings q (N, D) to identities ``gids``."""

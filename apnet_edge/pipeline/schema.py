@@ -169,7 +169,9 @@ class MatcherConfig:
     topology: tuple[TransitConfig, ...] = ()  # empty = any camera can follow any other at any time
     topology_bonus: float = 0.05  # added to similarity (before the threshold) when a transit fits the topology
     max_speed: float = 2.0  # body heights per second: re-entry into the SAME camera must start within reach of where
-    #                       # the identity was last seen there (or both at the frame edge); 0 = no check
+    #                       # the identity was last seen there (or both at the frame edge), and a transit's exit/entry
+    #                       # boxes may lie short of their edges by what can be walked in the gap; 0 = no check
+    #                       # (transits then need both boxes at their edges)
     edge_margin: float = 0.05  # fraction of the frame width/height that counts as its edge (exit/entry, re-entry)
 
 

@@ -199,32 +199,49 @@ def _zoned(**kw: object) -> CrossCameraMatcher:
     return CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0, topology=topo, **kw))
 
 
-def test_transit_exit_and_entry_edges_gate_the_handoff() -> None:
-    p = _people(1, seed=7)[0]
-    m = _zoned()
-    m.observe("left", 1, (300, 100, 398, 280), (400, 300), 0.0)  # last seen at left's right edge
+def _at_cosine(p: np.ndarray, c: float, seed: int) -> np.ndarray:
+    """A unit vector with cosine exactly ``c`` to the unit vector ``p``."""
+    o = np.random.default_rng(seed).normal(size=D)
+    o = _unit(o - (o @ p) * p)
+    return _unit(c * p + np.sqrt(1.0 - c * c) * o)
+
+
+def _handoff(m: CrossCameraMatcher, last_box: tuple, first_box: tuple, first_t: float, emb: np.ndarray,
+             p: np.ndarray) -> bool:
+    """``p`` leaves `left` from ``last_box`` at t=0; a track first seen in `right` at ``first_box`` at ``first_t``
+    with embedding ``emb``: whether it takes p's identity."""
+    m.observe("left", 1, last_box, (400, 300), 0.0)
     g = m.assign([("left", 1, p)], now=0.0)[0].gid
     m.update("left", 1, p, 0.0)
     m.release("left", 1)
-    m.observe("right", 5, (0, 100, 30, 280), (400, 300), 1.0)  # starts at right's left edge, 1 s later
-    a = m.assign([("right", 5, _near(p, 1))], now=1.5)[0]
-    assert not a.created and a.gid == g and a.from_camera == "left"
-    # the same person starting in the middle of `right` did not walk in across the cut: no handoff
-    m2 = _zoned()
-    m2.observe("left", 1, (300, 100, 398, 280), (400, 300), 0.0)
-    g2 = m2.assign([("left", 1, p)], now=0.0)[0].gid
-    m2.update("left", 1, p, 0.0)
-    m2.release("left", 1)
-    m2.observe("right", 5, (150, 100, 200, 280), (400, 300), 1.0)
-    assert m2.assign([("right", 5, _near(p, 1))], now=1.5)[0].gid != g2
-    # nor did one who was last seen in the middle of `left`
-    m3 = _zoned()
-    m3.observe("left", 1, (150, 100, 200, 280), (400, 300), 0.0)
-    g3 = m3.assign([("left", 1, p)], now=0.0)[0].gid
-    m3.update("left", 1, p, 0.0)
-    m3.release("left", 1)
-    m3.observe("right", 5, (0, 100, 30, 280), (400, 300), 1.0)
-    assert m3.assign([("right", 5, _near(p, 1))], now=1.5)[0].gid != g3
+    m.observe("right", 5, first_box, (400, 300), first_t)
+    return m.assign([("right", 5, emb)], now=first_t + 0.5)[0].gid == g
+
+
+def test_transit_exit_and_entry_edges_gate_the_handoff() -> None:
+    p = _people(1, seed=7)[0]
+    at_exit, at_entry = (300, 100, 398, 280), (0, 100, 30, 280)  # boxes 180 px tall; edge margin 20 px
+    assert _handoff(_zoned(), at_exit, at_entry, 1.0, _near(p, 1), p)
+    # starting 130 px (0.72 heights) into `right` 0.1 s later: nobody walks that fast (2 heights/s + 0.5 slack)
+    assert not _handoff(_zoned(), at_exit, (150, 100, 200, 280), 0.1, _near(p, 1), p)
+    # ... but 1 s later they can have (a person the detector missed near the edge)
+    assert _handoff(_zoned(), at_exit, (150, 100, 200, 280), 1.0, _near(p, 1), p)
+    # last seen 180 px (1 height) short of `left`'s exit edge, 0.2 s before: cannot have left across it
+    assert not _handoff(_zoned(), (150, 100, 200, 280), at_entry, 0.2, _near(p, 1), p)
+    # without max_speed both boxes must touch their edges
+    assert not _handoff(_zoned(max_speed=0.0), at_exit, (150, 100, 200, 280), 1.0, _near(p, 1), p)
+    assert _handoff(_zoned(max_speed=0.0), at_exit, at_entry, 1.0, _near(p, 1), p)
+
+
+def test_transit_bonus_shrinks_with_the_walk_the_fit_needs() -> None:
+    """Similarity 0.68, threshold 0.75, bonus 0.1: joins with the whole bonus (both boxes at the edges) but not with
+    half of it (a start 225 px = 1.25 heights from the entry edge 1 s later: fit 1 - 1.25 / (2 x 1 + 0.5) = 0.5)."""
+    p = _people(1, seed=9)[0]
+    q = _at_cosine(p, 0.68, seed=3)
+    at_exit = (300, 100, 398, 280)
+    assert _handoff(_zoned(), at_exit, (0, 100, 30, 280), 1.0, q, p)
+    assert not _handoff(_zoned(), at_exit, (245, 100, 275, 280), 1.0, q, p)
+    assert _handoff(_zoned(), at_exit, (245, 100, 275, 280), 1.0, _at_cosine(p, 0.71, seed=3), p)  # 0.71 + 0.05
 
 
 @pytest.mark.parametrize("bonus, joins", [(0.1, True), (0.0, False)])
