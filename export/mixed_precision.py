@@ -5,7 +5,8 @@ chosen on one ResNet-50 and missed the 0.98 gate on the next one (docs/benchmark
 
 1. groups the quantizable nodes by module (:func:`layer_groups`: a ResNet block, an attention pyramid, the stem, the
    head; torch.onnx names nodes by module path, e.g. ``/layer3/layer3.2/conv1/Conv``);
-2. measures each group's error alone: ``1 - mean cosine`` to FP32 when only that group is INT8;
+2. (unless the whole model already reaches the target in INT8: then that is the answer, after one trial)
+   measures each group's error alone: ``1 - mean cosine`` to FP32 when only that group is INT8;
 3. orders the groups by error per multiply-accumulate (cheap-to-quantize, compute-heavy groups first);
 4. bisects for the longest prefix of that order whose INT8 model still reaches the target mean cosine
    (:func:`longest_passing_prefix`), starting at the prefix whose summed errors fit the budget.
@@ -45,13 +46,14 @@ class LayerGroup:
 
 @dataclass(frozen=True)
 class KeepFloatSearch:
-    """What the search found. ``errors[i]``: ``1 - mean cosine`` with only ``groups[i]`` in INT8;
+    """What the search found. ``errors[i]``: ``1 - mean cosine`` with only ``groups[i]`` in INT8 (None when the
+    whole model passed at once and no group was measured alone);
     ``quantized``: names of the groups left in INT8; ``mean_cosine``/``worst_cosine``: the chosen model on the
     search crops; ``trials``: ``(number of INT8 groups, mean cosine)`` of every prefix evaluated."""
 
     target_cosine: float
     groups: tuple[LayerGroup, ...]
-    errors: tuple[float, ...]
+    errors: tuple[Optional[float], ...]
     quantized: tuple[str, ...]
     mean_cosine: float
     worst_cosine: float
@@ -79,7 +81,8 @@ class KeepFloatSearch:
             "target_cosine": self.target_cosine, "mean_cosine": round(self.mean_cosine, 6),
             "worst_cosine": round(self.worst_cosine, 6), "search_crops": self.search_crops,
             "overlaps_calibration": self.overlaps_calibration, "int8_mac_share": round(self.int8_mac_share, 4),
-            "groups": [{"name": g.name, "nodes": len(g.nodes), "macs": g.macs, "error_alone": round(e, 6),
+            "groups": [{"name": g.name, "nodes": len(g.nodes), "macs": g.macs,
+                        "error_alone": round(e, 6) if e is not None else None,
                         "int8": g.name in keep} for g, e in zip(self.groups, self.errors)],
             "trials": [{"int8_groups": k, "mean_cosine": round(c, 6)} for k, c in self.trials],
             "seconds": round(self.seconds, 1),
@@ -229,7 +232,16 @@ def search_keep_float(groups: Sequence[LayerGroup], evaluate: Callable[[Sequence
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    errors = []
+    names = [g.name for g in groups]
+    whole = evaluate(names)
+    if float(np.mean(whole)) >= target:  # nothing needs to stay float
+        log.info("INT8 on all %d groups: mean cosine %.5f", len(groups), float(np.mean(whole)))
+        return KeepFloatSearch(target_cosine=target, groups=tuple(groups), errors=(None,) * len(groups),
+                               quantized=tuple(names), mean_cosine=float(np.mean(whole)),
+                               worst_cosine=float(np.min(whole)), search_crops=search_crops,
+                               overlaps_calibration=overlaps_calibration, trials=((len(groups), float(np.mean(whole))),),
+                               seconds=time.perf_counter() - t0)
+    errors: list[float] = []
     for g in tqdm(groups, desc="INT8 sensitivity", unit="group", disable=not progress, leave=False):
         errors.append(1.0 - float(np.mean(evaluate([g.name]))))
         log.info("INT8 sensitivity %s: error %.5f (%d MACs)", g.name, errors[-1], g.macs)
@@ -242,7 +254,10 @@ def search_keep_float(groups: Sequence[LayerGroup], evaluate: Callable[[Sequence
         log.info("INT8 on %d of %d groups: mean cosine %.5f", k, len(groups), float(np.mean(cache[k])))
         return float(np.mean(cache[k]))
 
-    k, mean_cos, trials = longest_passing_prefix(len(groups), prefix_cosine, target, first_guess=guess)
+    # all groups in INT8 is known to fail: bisect over 1 .. n - 1
+    n = len(groups)
+    k, mean_cos, trials = longest_passing_prefix(n - 1, prefix_cosine, target, first_guess=min(guess, n - 1))
+    trials = [(n, float(np.mean(whole))), *trials]
     worst = float(np.min(cache[k])) if k in cache else 1.0
     return KeepFloatSearch(target_cosine=target, groups=tuple(groups), errors=tuple(errors),
                            quantized=tuple(groups[i].name for i in order[:k]), mean_cosine=mean_cos,

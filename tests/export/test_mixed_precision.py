@@ -108,5 +108,22 @@ def test_search_keeps_the_costly_groups_in_float_and_reports_the_chosen_model():
     assert res.int8_mac_share == pytest.approx(1700 / 1810)
     d = res.to_dict()
     assert [g["int8"] for g in d["groups"]] == [False, True, True, True, False]
+    assert d["trials"][0] == {"int8_groups": 5, "mean_cosine": pytest.approx(1 - 0.056 - 0.0002, abs=1e-6)}
     assert d["trials"][-1]["int8_groups"] in (3, 4) and d["target_cosine"] == 0.99
-    assert len(seen) == len(groups) + len(res.trials)  # one evaluation per group, then the bisection
+    # the whole model first, one evaluation per group, then the bisection (over 1..4: at most 3 trials)
+    assert len(seen) == 1 + len(groups) + len(res.trials) - 1 and len(res.trials) <= 4
+    assert seen[0] == ("g0", "g1", "g2", "g3", "g4")
+
+
+def test_search_stops_after_one_trial_when_the_whole_model_passes():
+    groups = [LayerGroup(f"g{i}", (f"n{i}",), 100) for i in range(3)]
+    seen = []
+
+    def evaluate(int8: list[str]) -> np.ndarray:
+        seen.append(tuple(int8))
+        return np.array([0.995, 0.999])
+
+    res = search_keep_float(groups, evaluate, target=0.99, search_crops=2, overlaps_calibration=True, progress=False)
+    assert seen == [("g0", "g1", "g2")] and res.quantized == ("g0", "g1", "g2") and res.float_nodes == ()
+    assert res.errors == (None, None, None) and res.to_dict()["groups"][0]["error_alone"] is None
+    assert res.worst_cosine == pytest.approx(0.995) and res.to_dict()["overlaps_calibration"] is True
