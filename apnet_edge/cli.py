@@ -289,6 +289,9 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
                    "INT8 gate's 0.98 plus a margin for other crops)")
     p.add_argument("--search-crops", type=int, default=64,
                    help="--keep-float auto: crops of --calib set aside to measure the cosines (default 64)")
+    p.add_argument("--card", default=None,
+                   help="model-card JSON for a third-party ONNX without apnet-edge metadata (default: a sidecar "
+                   "beside it, <stem>.card.json; e.g. configs/reid_0248.card.json)")
     p.add_argument("--float-gates", action="store_true",
                    help="keep the gate of each fused attention pyramid (x * scale) in float; by default --target "
                    "cpu runs it on uint8 maps: APNet-C's INT8 overhead over a plain ResNet-50 on ONNX Runtime "
@@ -304,7 +307,12 @@ def _quantize(args: argparse.Namespace) -> int:
     from export.quantize import quantize_onnx
 
     exclude = [x for x in args.exclude.split(",") if x]
-    result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib,
+    card = None
+    if args.card:
+        from apnet_edge.runners.sidecar import read_sidecar
+
+        card = read_sidecar(args.card)
+    result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib, card=card,
                            exclude=exclude, method=args.method, percentile=args.percentile, keep_float=args.keep_float,
                            quantize_gates=False if args.float_gates else None, target_cosine=args.target_cosine,
                            search_crops=args.search_crops)

@@ -176,7 +176,7 @@ def _segments(names: Sequence[str], macs: dict[str, int]) -> list[LayerGroup]:
     for i, n in enumerate(names):
         cur.append(n)
         done += macs.get(n, 0)
-        if done >= (len(out) + 1) * total / SEGMENTS or i == len(names) - 1:
+        if (len(out) < SEGMENTS - 1 and done >= (len(out) + 1) * total / SEGMENTS) or i == len(names) - 1:
             out.append(LayerGroup(f"#{len(out)} {cur[0]} .. {cur[-1]}", tuple(cur), sum(macs.get(x, 0) for x in cur)))
             cur = []
     return out

@@ -41,6 +41,7 @@ from apnet_edge.card import ModelCard
 from apnet_edge.crops import IMAGE_SUFFIXES, list_images, spread_indices
 from apnet_edge.errors import ModelError, require
 from apnet_edge.files import file_sha256
+from apnet_edge.runners.sidecar import find_sidecar, read_sidecar
 from export.mixed_precision import KeepFloatSearch, layer_groups, search_keep_float
 from export.onnx_export import CARD_KEY, card_metadata, read_card, set_metadata, temp_path_for
 
@@ -249,7 +250,9 @@ def _check_reid_graph(model: Any, source: str, card: Optional[ModelCard]) -> tup
     inputs = [i for i in model.graph.input if i.name not in inits]
     outputs = list(model.graph.output)
     if card is None:
-        card = read_card(model, source)
+        props = {p.key for p in model.metadata_props}
+        sidecar = find_sidecar(source) if CARD_KEY not in props else None
+        card = read_sidecar(sidecar) if sidecar is not None else read_card(model, source)
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"{source} has {len(inputs)} inputs and {len(outputs)} outputs; a re-ID model has one "
                          f"image input (N,3,H,W) and one embedding output (N,D)")
@@ -398,7 +401,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         method: activation range calibration: ``"percentile"`` (99.999th percentile of |x|; default, it gave
             higher cosine than min/max on every re-ID model tried) or ``"minmax"``.
         batch_size: crops per calibration batch.
-        card: model card for an ONNX without apnet-edge metadata (e.g. an external re-ID model).
+        card: model card for an ONNX without apnet-edge metadata (e.g. an external re-ID model); None: the
+            metadata, else a sidecar beside the model (``<stem>.card.json``, as the runners read it).
         pre_process: run ONNX Runtime's ``quant_pre_process`` (shape inference + graph optimisation) first.
         keep_float_preamble: keep the nodes before the first Conv/Gemm/MatMul (in-graph pre-processing) in float.
         op_types: op types to quantize (default :data:`DEFAULT_OP_TYPES`); None: every type ONNX Runtime can.

@@ -299,3 +299,27 @@ def _folder(path: Path, crops) -> Path:
     for i, c in enumerate(crops):
         cv2.imwrite(str(path / f"{i:03d}.png"), c)
     return path
+
+
+def test_third_party_onnx_is_quantized_with_its_sidecar_card_or_card_flag(tmp_path, fp32, real_crops):
+    """An ONNX without apnet-edge metadata (a third-party re-ID model) takes its card from a sidecar beside it, as
+    the runners do, or from `quantize --card FILE`; without either the error says what is missing."""
+    from apnet_edge.cli import main
+    from apnet_edge.runners.sidecar import write_sidecar
+
+    card = load_onnx_card(fp32)
+    model = onnx.load(str(fp32))
+    del model.metadata_props[:]
+    ext = tmp_path / "external.onnx"
+    onnx.save(model, str(ext))
+    with pytest.raises(ModelError, match="no 'apnet_edge.card' metadata"):
+        quantize_onnx(ext, real_crops[:4], tmp_path / "no_card.onnx", progress=False)
+    (tmp_path / "cards").mkdir()
+    elsewhere = write_sidecar(tmp_path / "cards" / "ext.card.json", card)
+    assert main(["quantize", "--onnx", str(ext), "--calib", str(_folder(tmp_path / "calib", real_crops[:4])),
+                 "--out", str(tmp_path / "flag.onnx"), "--card", str(elsewhere)]) == 0
+    write_sidecar(tmp_path / "external.card.json", card)
+    res = quantize_onnx(ext, real_crops[:4], tmp_path / "sidecar.onnx", progress=False)
+    for path in (tmp_path / "flag.onnx", res.path):
+        q = load_onnx_card(path)
+        assert q.input_size == card.input_size and q.extra["precision"] == "int8"
