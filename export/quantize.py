@@ -55,6 +55,8 @@ TARGETS = ("cpu", "tensorrt")
 # conv, downsample, residual Add and its ReLU). Measured there, 99.99 percentile, batch 16, 2 threads: full INT8
 # mean cosine 0.83 at ~175 images/s; "accurate" 0.982 at 111; "more-accurate" (+ layer3's residual path) 0.985 at 98
 # (docs/benchmarks.md). Patterns that match nothing in a model (e.g. no pyramids in a plain ResNet) are skipped.
+# On a second ResNet-50 they reached only 0.971-0.974: keep_float="auto" (export.mixed_precision) measures the model
+# at hand instead.
 _RESIDUAL = ("/{0}/{0}.*/conv1/*", "/{0}/*/downsample/*", "/{0}/{0}.*/Add", "/{0}/{0}.*/relu_2/*")
 KEEP_FLOAT_PRESETS: dict[str, tuple[str, ...]] = {
     "accurate": ("/pyramids.*", "/conv1/*", "/maxpool/*", "/layer1/*", *(p.format("layer4") for p in _RESIDUAL)),
@@ -550,6 +552,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
             warnings.warn(f"{len(skipped)} calibration images could not be read and were skipped "
                           f"(e.g. {skipped[0]})", stacklevel=2)
 
+        excluded = sorted({*excluded, *float_muls})  # what stays float, as the card reports it
         qmodel = onnx.load(str(quantized))
         n_q = sum(1 for n in qmodel.graph.node if n.op_type == "QuantizeLinear")
         if n_q == 0:

@@ -87,6 +87,8 @@ def test_qdq_graph_and_card(quantized, fp32, real_crops):
         consumers = {i: n for n in model.graph.node for i in n.input}
         gates = [n for n in model.graph.node if n.name in q["quantized_gates"]]
         assert len(gates) == len(q["quantized_gates"]) == 4
+        other_muls = {n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Mul"} - set(q["quantized_gates"])
+        assert other_muls and other_muls <= set(q["excluded_nodes"])  # the card lists what stays float
         for g in gates:
             assert all(producers[i].op_type == "DequantizeLinear" for i in g.input)
             assert consumers[g.output[0]].op_type == "QuantizeLinear"
