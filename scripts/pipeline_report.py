@@ -160,11 +160,13 @@ def score_against(run: Path, reference: Path) -> dict[str, Any]:
     width = max((b[2] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
     height = max((b[3] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
     person: dict[tuple[str, int], int] = {}
+    boxes: dict[tuple[str, int], dict[int, Box]] = {}
     n_tracks = 0
     for c, ci in info.items():
         roi = ci.get("roi") or [0, 0, int(width) + 1, int(height) + 1]
         for t, fr in _shift(read_mot(run / f"{c}.local.txt"), ci.get("roi")).items():
             n_tracks += 1
+            boxes[(c, t)] = fr
             votes: Counter[int] = Counter()
             for f, box in fr.items():
                 best = max(((_iou(box, _clip(rb, roi)), u) for u, rb in by_frame.get(f, ())), default=(0.0, -1))
@@ -196,7 +198,36 @@ def score_against(run: Path, reference: Path) -> dict[str, Any]:
     return {"reference": str(reference), "tracks": n_tracks, "tracks_matched_to_reference": len(person),
             "tracks_with_gid_scored": len(gid), "across_cameras": prf(counts["across"]),
             "within_camera": prf(counts["within"]), "persons_in_several_cameras": len(multi),
-            "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1)}
+            "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1),
+            "persons": person_breakdown(sorted(multi), person, boxes, gid, events)}
+
+
+def person_breakdown(persons: list[int], person: dict[tuple[str, int], int], boxes: dict[tuple[str, int], dict[int, Box]],
+                     gid: dict[tuple[str, int], int], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per reference person: each of its tracks (source frames, first/last box in source pixels, final global id)
+    and how the track got its id (``created``, a ``handoff`` with similarity and gap, ``revised``), in time order:
+    where a person seen by several cameras was split, and why."""
+    how: dict[tuple[str, int], dict[str, Any]] = {}
+    for e in events:
+        if e["type"] == "identity_created":
+            how[(e["camera"], e["track_id"])] = {"how": "created", "t": e.get("t")}
+        elif e["type"] == "handoff":
+            how[(e["to_camera"], e["track_id"])] = {"how": "handoff", "t": e.get("t"), "from_camera": e.get("from_camera"),
+                                                    "similarity": e.get("similarity"), "gap_s": e.get("gap_s")}
+        elif e["type"] == "identity_revised":
+            how[(e["camera"], e["track_id"])] = {"how": "revised", "t": e.get("t"), "gid_from": e.get("gid_from")}
+    out = []
+    for p in persons:
+        keys = sorted((k for k, u in person.items() if u == p), key=lambda k: min(boxes[k]))
+        tracks = []
+        for k in keys:
+            fr = boxes[k]
+            f0, f1 = min(fr), max(fr)
+            tracks.append({"camera": k[0], "track_id": k[1], "frames": [f0, f1],
+                           "first_box": [round(v, 1) for v in fr[f0]], "last_box": [round(v, 1) for v in fr[f1]],
+                           "gid": gid.get(k), **how.get(k, {"how": "no id"})})
+        out.append({"person": p, "gids": sorted({t["gid"] for t in tracks if t["gid"] is not None}), "tracks": tracks})
+    return out
 
 
 def report(run: Path) -> dict[str, Any]:
@@ -295,13 +326,32 @@ def print_report(r: dict[str, Any]) -> None:
               f"{sc['persons_in_several_cameras_with_one_gid']} of them with ONE global id")
 
 
+def print_persons(sc: dict[str, Any]) -> None:
+    """The per-person breakdown of :func:`person_breakdown` (``--persons``)."""
+    for p in sc["persons"]:
+        print(f"person {p['person']} (reference track): global ids {p['gids']}"
+              + ("" if len(p["gids"]) == 1 else "  SPLIT"))
+        for t in p["tracks"]:
+            b0, b1 = t["first_box"], t["last_box"]
+            got = {"created": "created it", "no id": "no global id", "revised": f"revised from {t.get('gid_from')}"}.get(
+                t["how"], f"handoff from {t.get('from_camera')}, similarity {t.get('similarity')}, gap {t.get('gap_s')} s")
+            print(f"  {t['camera']:>10} track {t['track_id']:<4} frames {t['frames'][0]}-{t['frames'][1]}  "
+                  f"x {b0[0]:.0f}-{b0[2]:.0f} -> {b1[0]:.0f}-{b1[2]:.0f}  height {b1[3] - b1[1]:.0f}  "
+                  f"gid {t['gid']}: {got}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="identities, hand-offs and cross-camera global ids of a run folder")
     ap.add_argument("run", help="output folder of `apnet-edge run` (outputs.dir)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of text")
     ap.add_argument("--reference", metavar="REF_RUN",
                     help="score identities against the tracks of a one-camera run on the uncut source")
+    ap.add_argument("--persons", action="store_true",
+                    help="with --reference: list every person seen in >= 2 cameras with its tracks (frames, first "
+                    "and last box in source pixels, global id) and how each got its id: where people are split, why")
     args = ap.parse_args(argv)
+    if args.persons and not args.reference:
+        ap.error("--persons needs --reference REF_RUN (persons are the reference run's tracks)")
     r = report(Path(args.run))
     if args.reference:
         r["scored"] = score_against(Path(args.run), Path(args.reference))
@@ -309,6 +359,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(json.dumps(r, indent=2))
     else:
         print_report(r)
+        if args.persons:
+            print_persons(r["scored"])
     return 0
 
 

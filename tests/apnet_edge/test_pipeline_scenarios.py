@@ -84,7 +84,7 @@ def _write_run(d: Path, cameras: list[dict], mot: dict[str, list[tuple]], ids: l
     return d
 
 
-def test_report_scores_identities_against_a_reference_run(tmp_path: Path) -> None:
+def test_report_scores_identities_against_a_reference_run(tmp_path: Path, capsys) -> None:
     # reference (whole 200 x 100 source): person 1 walks left -> right across x = 100, person 2 stays right
     ref_rows = [(f, 1, 20 + 20 * f, 10, 30, 80) for f in range(1, 8)] + [(f, 2, 160, 10, 30, 80) for f in range(1, 8)]
     ref = _write_run(tmp_path / "ref", [{"id": "full", "source": "v.avi"}], {"full": ref_rows}, [])
@@ -100,6 +100,10 @@ def test_report_scores_identities_against_a_reference_run(tmp_path: Path) -> Non
     assert s["tracks_matched_to_reference"] == 3 and s["tracks_with_gid_scored"] == 3
     assert s["across_cameras"]["precision"] == 1.0 and s["across_cameras"]["recall"] == 1.0
     assert (s["persons_in_several_cameras"], s["persons_in_several_cameras_with_one_gid"]) == (1, 1)
+    (p,) = s["persons"]  # the per-person breakdown (--persons): its tracks in time order and how each got its id
+    assert p["gids"] == [1] and [(t["camera"], t["track_id"], t["how"]) for t in p["tracks"]] == [
+        ("left", 1, "created"), ("right", 5, "handoff")]
+    assert p["tracks"][1]["frames"] == [4, 6] and p["tracks"][1]["first_box"] == [120.0, 10.0, 150.0, 90.0]  # source pixels
     # the hand-off went to the wrong person: one false merge, one missed pair
     bad = [good[0], {"type": "handoff", "gid": 1, "from_camera": "left", "to_camera": "right", "track_id": 6},
            {"type": "identity_created", "gid": 3, "camera": "right", "track_id": 5}]
@@ -109,6 +113,10 @@ def test_report_scores_identities_against_a_reference_run(tmp_path: Path) -> Non
     assert a["precision"] == 0.0 and a["recall"] == 0.0 and s["persons_in_several_cameras_with_one_gid"] == 0
     with pytest.raises(SystemExit, match="ONE camera"):
         report.score_against(tmp_path / "good", tmp_path / "good")
+    assert report.main([str(tmp_path / "bad"), "--reference", str(ref), "--persons"]) == 0
+    assert "SPLIT" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "bad"), "--persons"])
 
 
 @needs_shared
