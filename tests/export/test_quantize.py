@@ -325,3 +325,20 @@ def test_third_party_onnx_is_quantized_with_its_sidecar_card_or_card_flag(tmp_pa
     for path in (tmp_path / "flag.onnx", res.path):
         q = load_onnx_card(path)
         assert q.input_size == card.input_size and q.extra["precision"] == "int8"
+
+
+def test_keep_float_auto_says_so_when_no_group_reaches_the_target(tmp_path, fp32, real_crops, monkeypatch):
+    """A target no INT8 group can hold (here: every group alone measured under it) stops with the most tolerant
+    group's cosine and what to do, and writes nothing."""
+    import export.mixed_precision as mp
+    import export.quantize as qz
+
+    def nothing_passes(groups, evaluate, target, search_crops, overlaps_calibration, progress=True):
+        errors = tuple(0.01 * (i + 1) for i in range(len(groups)))
+        return mp.KeepFloatSearch(target, tuple(groups), errors, (), 1.0, 1.0, search_crops, overlaps_calibration)
+
+    monkeypatch.setattr(qz, "search_keep_float", nothing_passes)
+    with pytest.raises(ModelError, match=r"no part of .* reaches mean cosine 0.999 .* alone gives 0.9900"):
+        quantize_onnx(fp32, real_crops[:24], tmp_path / "x.onnx", keep_float="auto", target_cosine=0.999,
+                      search_crops=8, progress=False)
+    assert not (tmp_path / "x.onnx").exists()
