@@ -131,10 +131,14 @@ def crops_from_video(video_path: PathLike, detector: Any, max_crops: int = 64, n
     return crops
 
 
-def crop_box(image: np.ndarray, box: Sequence[float]) -> Optional[np.ndarray]:
+def crop_box(image: np.ndarray, box: Sequence[float], pad: float = 0.0) -> Optional[np.ndarray]:
     """The pixels of ``box`` (x1, y1, x2, y2 in pixels, clipped to the image) as a view of ``image``; None when the
-    clipped box is narrower or lower than 2 pixels."""
+    clipped box is narrower or lower than 2 pixels. ``pad``: widen the box by this fraction of its width (left and
+    right) and height (top and bottom) first, for context."""
     h, w = image.shape[:2]
+    if pad > 0.0:
+        dx, dy = pad * (box[2] - box[0]), pad * (box[3] - box[1])
+        box = (box[0] - dx, box[1] - dy, box[2] + dx, box[3] + dy)
     x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
     x2, y2 = min(w, int(round(box[2]))), min(h, int(round(box[3])))
     if x2 - x1 < 2 or y2 - y1 < 2:

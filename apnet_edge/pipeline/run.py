@@ -88,9 +88,18 @@ def _detect(detector: Any, images: list[np.ndarray]) -> list[Any]:
     return dets
 
 
-def _embed(reid: Any, crops: list[np.ndarray], dim: Optional[int]) -> np.ndarray:
-    """One re-ID call: (N, D) float32 for N crops, D = ``dim`` when given, finite; anything else raises."""
-    emb = np.asarray(reid.infer(crops), dtype=np.float32)
+def _embed(reid: Any, crops: list[np.ndarray], dim: Optional[int], flip: bool = False) -> np.ndarray:
+    """One re-ID call: (N, D) float32 for N crops, D = ``dim`` when given, finite; anything else raises. ``flip``:
+    the crops and their mirror images in the same call, embeddings averaged and L2-normalised."""
+    if flip:
+        both = np.asarray(reid.infer([*crops, *(c[:, ::-1] for c in crops)]), dtype=np.float32)
+        if both.ndim != 2 or both.shape[0] != 2 * len(crops):
+            raise ModelError(f"the re-ID model returned shape {tuple(both.shape)} for {2 * len(crops)} crops "
+                             f"(with their mirror images); expected ({2 * len(crops)}, D)")
+        mean = both[:len(crops)] + both[len(crops):]
+        emb = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    else:
+        emb = np.asarray(reid.infer(crops), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(crops) or emb.shape[1] < 1 or (dim is not None and emb.shape[1] != dim):
         want = f"({len(crops)}, {dim if dim is not None else 'D'})"
         raise ModelError(f"the re-ID model returned shape {tuple(emb.shape)} for {len(crops)} crops; expected {want}")
@@ -276,7 +285,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                 images = {(c.thread.cam.id): f.image for c, f, _ in per_frame}
                 crops, reqs = [], []
                 for r in chosen:
-                    crop = crop_box(images[r.camera_id], r.box)
+                    crop = crop_box(images[r.camera_id], r.box, cfg.reid.crop_pad)
                     if crop is not None:
                         crops.append(crop)
                         reqs.append(r)
@@ -285,7 +294,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                     done: list[tuple[list[EmbedRequest], np.ndarray]] = []
                     failed: dict[str, BaseException] = {}
                     try:
-                        done.append((reqs, _embed(reid, crops, emb_dim)))
+                        done.append((reqs, _embed(reid, crops, emb_dim, cfg.reid.flip)))
                     except Exception as exc:  # noqa: BLE001 - retried camera by camera
                         by_cam: dict[str, list[int]] = {}
                         for i, r in enumerate(reqs):
@@ -298,7 +307,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                             for rcid, idx in by_cam.items():
                                 try:
                                     done.append(([reqs[i] for i in idx], _embed(reid, [crops[i] for i in idx],
-                                                                                 emb_dim)))
+                                                                                 emb_dim, cfg.reid.flip)))
                                 except Exception as exc1:  # noqa: BLE001 - counted against that camera
                                     failed[rcid] = exc1
                     stats.add("embed", (time.perf_counter() - t) * 1000.0)

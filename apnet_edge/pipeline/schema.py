@@ -134,6 +134,8 @@ class ReidConfig:
     border_px: int = 4  # a box within this many pixels of the frame edge counts as truncated
     max_overlap_iou: float = 0.5  # boxes overlapping another person more than this are not embedded
     ref_box_height: int = 160  # box height at which the size part of the quality reaches 1
+    crop_pad: float = 0.0  # context around each box given to the re-ID model, a fraction of its width/height per side
+    flip: bool = False  # embed each crop and its mirror image and average them (twice the re-ID work)
 
 
 @dataclass(frozen=True)
@@ -351,6 +353,7 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     for key in ("max_batch", "budget_per_frame", "refresh_frames", "ref_box_height"):
         if getattr(reid, key) < 1:
             raise ConfigError(f"'reid.{key}' must be >= 1, found {getattr(reid, key)}")
+    _check_range(reid.crop_pad, 0.0, 0.5, "reid.crop_pad")
     if reid.better_crop_ratio < 1.0:
         raise ConfigError(f"'reid.better_crop_ratio' must be >= 1.0, found {reid.better_crop_ratio}")
     raw_match = dict(data.get("matcher") or {})

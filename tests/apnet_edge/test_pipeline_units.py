@@ -50,6 +50,7 @@ def test_valid_config_resolves_paths_against_the_yaml_folder(tmp_path: Path) -> 
     (lambda d: d.update(matcher={"topology": [{"src": "a", "dst": "zz"}]}), "matcher.topology[0].dst"),
     (lambda d: d.update(tracker={"type": "deepsort"}), "tracker.type"),
     (lambda d: d.update(cameras=[]), "cameras"),
+    (lambda d: d["reid"].update(crop_pad=0.8), "reid.crop_pad"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, mutate, needle: str) -> None:
     data = _base(tmp_path)
@@ -168,3 +169,33 @@ def test_matcher_topology_forbids_impossible_transit() -> None:
     m2.assign([("a", 1, p)], now=0.0)
     m2.release("a", 1)
     assert not m2.assign([("b", 1, p)], now=10.0)[0].created
+
+
+def test_crop_pad_widens_the_box_within_the_frame() -> None:
+    from apnet_edge.crops import crop_box
+
+    img = np.arange(100 * 80, dtype=np.uint16).reshape(100, 80)[..., None].repeat(3, 2)
+    assert crop_box(img, (20, 30, 40, 70)).shape == (40, 20, 3)
+    padded = crop_box(img, (20, 30, 40, 70), pad=0.1)  # 2 px left/right, 4 px top/bottom
+    assert padded.shape == (48, 24, 3) and padded[0, 0, 0] == img[26, 18, 0]
+    assert crop_box(img, (0, 0, 40, 70), pad=0.25).shape == (88, 50, 3)  # clipped at the frame (y2 87.5 rounds up)
+
+
+def test_flip_averages_each_crop_with_its_mirror_image_in_one_call() -> None:
+    from apnet_edge.pipeline.run import _embed
+
+    calls = []
+
+    class Reid:  # embedding = the crop's left and right column means: a mirror image swaps them
+        def infer(self, crops):
+            calls.append(len(crops))
+            e = np.array([[c[:, 0].mean(), c[:, -1].mean()] for c in crops], np.float32)
+            return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    crops = [np.full((4, 3, 3), 1, np.uint8), np.full((4, 3, 3), 1, np.uint8)]
+    crops[1][:, -1] = 3
+    plain = _embed(Reid(), crops, 2)
+    both = _embed(Reid(), crops, 2, flip=True)
+    assert calls == [2, 4]  # the mirrors go in the same call
+    assert np.allclose(plain[1], np.array([1, 3]) / np.sqrt(10), atol=1e-6)
+    assert np.allclose(both, np.sqrt(0.5), atol=1e-6)  # (1, 3) + (3, 1): the same direction as (1, 1)
