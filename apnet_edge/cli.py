@@ -284,10 +284,10 @@ def _add_quantize(p: argparse.ArgumentParser) -> None:
                    "ResNet-50). accurate/more-accurate: fixed APNet parts (attention pyramids, stem, layer1, "
                    "layer4's residual path; more-accurate: also layer3's), chosen on one ResNet-50. Implies "
                    "--percentile 99.99 unless given")
-    p.add_argument("--target-cosine", type=float, default=0.99,
+    p.add_argument("--target-cosine", type=float, default=None,
                    help="--keep-float auto: mean cosine to FP32 to keep on the search crops (default 0.99: the "
                    "INT8 gate's 0.98 plus a margin for other crops)")
-    p.add_argument("--search-crops", type=int, default=64,
+    p.add_argument("--search-crops", type=int, default=None,
                    help="--keep-float auto: crops of --calib set aside to measure the cosines (default 64)")
     p.add_argument("--card", default=None,
                    help="model-card JSON for a third-party ONNX without apnet-edge metadata (default: a sidecar "
@@ -312,10 +312,13 @@ def _quantize(args: argparse.Namespace) -> int:
         from apnet_edge.runners.sidecar import read_sidecar
 
         card = read_sidecar(args.card)
+    if (args.target_cosine is not None or args.search_crops is not None) and args.keep_float != "auto":
+        raise ApnetError("--target-cosine and --search-crops apply to --keep-float auto")
+    search = {k: v for k, v in (("target_cosine", args.target_cosine), ("search_crops", args.search_crops))
+              if v is not None}  # else quantize_onnx's defaults
     result = quantize_onnx(args.onnx, args.calib, args.out, target=args.target, num_calib=args.num_calib, card=card,
                            exclude=exclude, method=args.method, percentile=args.percentile, keep_float=args.keep_float,
-                           quantize_gates=False if args.float_gates else None, target_cosine=args.target_cosine,
-                           search_crops=args.search_crops)
+                           quantize_gates=False if args.float_gates else None, **search)
     _out(json.dumps(result.to_dict(), indent=2, default=str))
     if result.search is not None:  # stdout stays one JSON document
         s = result.search

@@ -534,8 +534,9 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
 
         search: Optional[KeepFloatSearch] = None
         if auto:
+            kept_float = {*excluded, *float_muls}
             quantizable = [n.name for n in prepared_model.graph.node if n.op_type in (op_types or ())
-                           and n.name not in set(excluded) | set(float_muls)]
+                           and n.name not in kept_float]
             groups = layer_groups(prepared_model, quantizable)
             del prepared_model
             search = _search(prepared, groups, excluded, search_sources, card, input_name, batch_size,
