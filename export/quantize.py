@@ -42,7 +42,7 @@ from apnet_edge.crops import IMAGE_SUFFIXES, list_images, spread_indices
 from apnet_edge.errors import ModelError, require
 from apnet_edge.files import file_sha256
 from apnet_edge.runners.sidecar import find_sidecar, read_sidecar
-from export.mixed_precision import KeepFloatSearch, layer_groups, search_keep_float
+from export.mixed_precision import COMPUTE_OPS, KeepFloatSearch, layer_groups, search_keep_float
 from export.onnx_export import CARD_KEY, card_metadata, read_card, set_metadata, temp_path_for
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,6 @@ MIN_CALIB_AFTER_SEARCH = 16  # fewer calibration crops left after setting the se
 PRESET_PERCENTILE = 99.99  # the calibration percentile the presets (and the search) were measured with
 DEFAULT_PERCENTILE = 99.999  # without a preset
 CALIBRATION_METHODS = ("percentile", "minmax")
-COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Quantized by default: the convolutions and what sits between them on the main path. The attention branches
 # (pooling -> 1x1/Linear -> Softmax/Sigmoid -> Mul gate) and BatchNorms stay float: on APNet this gave both a
 # higher cosine to FP32 and a faster CPU model than quantizing everything ONNX Runtime can (which adds Q/DQ
