@@ -223,6 +223,7 @@ def test_float_gates_keep_every_mul_in_float(tmp_path, fp32, real_crops):
     assert muls and not any(quantized(n) for n in muls)
 
 
+@pytest.mark.parametrize("quantized", ["cpu"], indirect=True)  # OpenVINO runs the CPU target's model
 def test_cpu_int8_export_compiles_and_agrees_on_openvino(quantized, real_crops, tmp_path):
     """OpenVINO runs the CPU Q/DQ model and agrees with ONNX Runtime. In a subprocess: an OpenVINO crash while
     compiling (one variant of the fused pyramid's graph once caused a SIGFPE there) must fail this test, not kill
@@ -231,8 +232,6 @@ def test_cpu_int8_export_compiles_and_agrees_on_openvino(quantized, real_crops, 
     import sys
 
     pytest.importorskip("openvino")
-    if quantized.target != "cpu":
-        pytest.skip("OpenVINO runs the CPU target's model")
     code = (
         "import sys, numpy as np\n"
         "from apnet_edge.runners import load_runner\n"
