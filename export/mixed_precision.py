@@ -65,8 +65,7 @@ class KeepFloatSearch:
     @property
     def float_nodes(self) -> tuple[str, ...]:
         """Nodes of the groups kept in float."""
-        keep = set(self.quantized)
-        return tuple(sorted(n for g in self.groups if g.name not in keep for n in g.nodes))
+        return float_nodes(self.groups, self.quantized)
 
     @property
     def int8_mac_share(self) -> float:
@@ -87,6 +86,12 @@ class KeepFloatSearch:
             "trials": [{"int8_groups": k, "mean_cosine": round(c, 6)} for k, c in self.trials],
             "seconds": round(self.seconds, 1),
         }
+
+
+def float_nodes(groups: Iterable[LayerGroup], int8: Iterable[str]) -> tuple[str, ...]:
+    """The nodes of the ``groups`` whose names are not in ``int8`` (sorted)."""
+    keep = set(int8)
+    return tuple(sorted(n for g in groups if g.name not in keep for n in g.nodes))
 
 
 # --------------------------------------------------------------------------------------------------- groups
@@ -234,13 +239,13 @@ def search_keep_float(groups: Sequence[LayerGroup], evaluate: Callable[[Sequence
     t0 = time.perf_counter()
     names = [g.name for g in groups]
     whole = evaluate(names)
-    if float(np.mean(whole)) >= target:  # nothing needs to stay float
-        log.info("INT8 on all %d groups: mean cosine %.5f", len(groups), float(np.mean(whole)))
+    whole_mean = float(np.mean(whole))
+    if whole_mean >= target:  # nothing needs to stay float
+        log.info("INT8 on all %d groups: mean cosine %.5f", len(groups), whole_mean)
         return KeepFloatSearch(target_cosine=target, groups=tuple(groups), errors=(None,) * len(groups),
-                               quantized=tuple(names), mean_cosine=float(np.mean(whole)),
-                               worst_cosine=float(np.min(whole)), search_crops=search_crops,
-                               overlaps_calibration=overlaps_calibration, trials=((len(groups), float(np.mean(whole))),),
-                               seconds=time.perf_counter() - t0)
+                               quantized=tuple(names), mean_cosine=whole_mean, worst_cosine=float(np.min(whole)),
+                               search_crops=search_crops, overlaps_calibration=overlaps_calibration,
+                               trials=((len(groups), whole_mean),), seconds=time.perf_counter() - t0)
     errors: list[float] = []
     for g in tqdm(groups, desc="INT8 sensitivity", unit="group", disable=not progress, leave=False):
         errors.append(1.0 - float(np.mean(evaluate([g.name]))))
@@ -257,7 +262,7 @@ def search_keep_float(groups: Sequence[LayerGroup], evaluate: Callable[[Sequence
     # all groups in INT8 is known to fail: bisect over 1 .. n - 1
     n = len(groups)
     k, mean_cos, trials = longest_passing_prefix(n - 1, prefix_cosine, target, first_guess=min(guess, n - 1))
-    trials = [(n, float(np.mean(whole))), *trials]
+    trials = [(n, whole_mean), *trials]
     worst = float(np.min(cache[k])) if k in cache else 1.0
     return KeepFloatSearch(target_cosine=target, groups=tuple(groups), errors=tuple(errors),
                            quantized=tuple(groups[i].name for i in order[:k]), mean_cosine=mean_cos,

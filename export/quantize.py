@@ -42,8 +42,8 @@ from apnet_edge.crops import IMAGE_SUFFIXES, list_images, spread_indices
 from apnet_edge.errors import ModelError, require
 from apnet_edge.files import file_sha256
 from apnet_edge.runners.sidecar import find_sidecar, read_sidecar
-from export.mixed_precision import COMPUTE_OPS, KeepFloatSearch, layer_groups, search_keep_float
-from export.onnx_export import CARD_KEY, card_metadata, read_card, set_metadata, temp_path_for
+from export.mixed_precision import COMPUTE_OPS, KeepFloatSearch, float_nodes, layer_groups, search_keep_float
+from export.onnx_export import CARD_KEY, card_metadata, cosine_rows, read_card, set_metadata, temp_path_for
 
 log = logging.getLogger(__name__)
 
@@ -538,8 +538,8 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
                            and n.name not in kept_float]
             groups = layer_groups(prepared_model, quantizable)
             del prepared_model
-            search = _search(prepared, groups, excluded, search_sources, card, input_name, batch_size,
-                             bool(fixed_batch), run, Path(work), float(target_cosine), overlaps, progress, src)
+            search = _search(prepared, groups, excluded, search_sources, card, run, Path(work), float(target_cosine),
+                             overlaps, progress, src)
             excluded = sorted(set(excluded) | set(search.float_nodes))
             gates = [g for g in gates if g not in excluded]
         else:
@@ -632,46 +632,41 @@ def _quantize_static(prepared: Path, dest: Path, reader: CropCalibrationReader, 
 
 
 def _search(prepared: Path, groups: Sequence[Any], excluded: Sequence[str],
-            search_sources: Sequence[Union[Path, np.ndarray]], card: ModelCard, input_name: str, batch_size: int,
-            fixed_batch: bool, run: Any, work: Path, target_cosine: float, overlaps: bool, progress: bool,
-            src: Path) -> KeepFloatSearch:
-    """Run :func:`export.mixed_precision.search_keep_float` with ONNX Runtime: each trial quantizes with ``run``
-    and embeds the search crops; cosines are per crop against the FP32 (prepared) model."""
-    import onnxruntime as ort
+            search_sources: Sequence[Union[Path, np.ndarray]], card: ModelCard, run: Any, work: Path,
+            target_cosine: float, overlaps: bool, progress: bool, src: Path) -> KeepFloatSearch:
+    """Run :func:`export.mixed_precision.search_keep_float` on ONNX Runtime: each trial quantizes with ``run``
+    and embeds the search crops with the project's runner; cosines are per crop against the FP32 (prepared) model."""
+    import cv2
+
+    from apnet_edge.runners import load_runner
 
     if len(groups) < 2:
         raise ModelError(f"keep_float='auto': {str(src)!r} has {len(groups)} quantizable group(s); the search needs "
                          f"at least two (use --exclude or a preset)")
-    reader = CropCalibrationReader(search_sources, card, input_name, batch_size=batch_size, progress=False,
-                                   exact_batch=fixed_batch)
-    batches = [b[input_name] for b in reader]
-    n_used = reader.used
-    if n_used == 0:
+    crops = [c for c in (s if isinstance(s, np.ndarray) else cv2.imread(str(s), cv2.IMREAD_COLOR)
+                         for s in search_sources) if c is not None]
+    if not crops:
         raise ModelError(f"keep_float='auto': none of the {len(search_sources)} search crops could be read")
 
     def embed(path: Path) -> np.ndarray:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        e = np.concatenate([sess.run(None, {input_name: b})[0] for b in batches])[:n_used].astype(np.float64)
-        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        with load_runner(path, backend="onnxruntime", card=card) as runner:
+            return runner.infer(crops)
 
     reference = embed(prepared)
-    by_name = {g.name: g for g in groups}
     trial = work / "trial.onnx"
 
     def evaluate(int8_groups: Sequence[str]) -> np.ndarray:
-        keep = set(int8_groups)
-        float_nodes = {n for name, g in by_name.items() if name not in keep for n in g.nodes}
-        run(sorted({*excluded, *float_nodes}), trial)
-        return np.sum(embed(trial) * reference, axis=1)
+        run(sorted({*excluded, *float_nodes(groups, int8_groups)}), trial)
+        return cosine_rows(embed(trial), reference)
 
-    result = search_keep_float(groups, evaluate, target_cosine, n_used, overlaps, progress=progress)
+    result = search_keep_float(groups, evaluate, target_cosine, len(crops), overlaps, progress=progress)
     if not result.quantized:
         best = min(range(len(groups)), key=lambda i: result.errors[i])
         raise ModelError(f"keep_float='auto': no part of {str(src)!r} reaches mean cosine {target_cosine} in INT8 on "
-                         f"{n_used} search crops (the most tolerant group, {groups[best].name}, alone gives "
+                         f"{len(crops)} search crops (the most tolerant group, {groups[best].name}, alone gives "
                          f"{1 - result.errors[best]:.4f}); lower target_cosine or deploy the FP32 model")
     log.info("keep_float='auto': %d of %d groups in INT8 (%.0f %% of the MACs), mean cosine %.5f on %d crops",
-             len(result.quantized), len(groups), 100 * result.int8_mac_share, result.mean_cosine, n_used)
+             len(result.quantized), len(groups), 100 * result.int8_mac_share, result.mean_cosine, len(crops))
     return result
 
 
