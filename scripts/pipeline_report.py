@@ -121,17 +121,26 @@ def _clip(b: Box, roi: list[int]) -> Box:
     return (max(b[0], roi[0]), max(b[1], roi[1]), min(b[2], roi[2]), min(b[3], roi[3]))
 
 
-def final_gids(events: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
-    """(camera, track id) -> the global id it ended with (created, handed off, or revised to)."""
-    gid: dict[tuple[str, int], int] = {}
+def id_origins(events: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(camera, track id) -> the global id it ended with and how it got it: ``{"gid", "how": "created" |
+    "handoff" (with from_camera, similarity, gap_s) | "revised" (with gid_from), "t"}``."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
     for e in events:
         if e["type"] == "identity_created":
-            gid[(e["camera"], e["track_id"])] = e["gid"]
+            out[(e["camera"], e["track_id"])] = {"gid": e["gid"], "how": "created", "t": e.get("t")}
         elif e["type"] == "handoff":
-            gid[(e["to_camera"], e["track_id"])] = e["gid"]
+            out[(e["to_camera"], e["track_id"])] = {"gid": e["gid"], "how": "handoff", "t": e.get("t"),
+                                                    "from_camera": e.get("from_camera"),
+                                                    "similarity": e.get("similarity"), "gap_s": e.get("gap_s")}
         elif e["type"] == "identity_revised":  # a provisional id moved: the track's final id counts
-            gid[(e["camera"], e["track_id"])] = e["gid_to"]
-    return gid
+            out[(e["camera"], e["track_id"])] = {"gid": e["gid_to"], "how": "revised", "t": e.get("t"),
+                                                 "gid_from": e.get("gid_from")}
+    return out
+
+
+def final_gids(events: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """(camera, track id) -> the global id it ended with (created, handed off, or revised to)."""
+    return {k: v["gid"] for k, v in id_origins(events).items()}
 
 
 def _same_file(source: str) -> str:
@@ -205,17 +214,9 @@ def score_against(run: Path, reference: Path) -> dict[str, Any]:
 def person_breakdown(persons: list[int], person: dict[tuple[str, int], int], boxes: dict[tuple[str, int], dict[int, Box]],
                      gid: dict[tuple[str, int], int], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per reference person: each of its tracks (source frames, first/last box in source pixels, final global id)
-    and how the track got its id (``created``, a ``handoff`` with similarity and gap, ``revised``), in time order:
-    where a person seen by several cameras was split, and why."""
-    how: dict[tuple[str, int], dict[str, Any]] = {}
-    for e in events:
-        if e["type"] == "identity_created":
-            how[(e["camera"], e["track_id"])] = {"how": "created", "t": e.get("t")}
-        elif e["type"] == "handoff":
-            how[(e["to_camera"], e["track_id"])] = {"how": "handoff", "t": e.get("t"), "from_camera": e.get("from_camera"),
-                                                    "similarity": e.get("similarity"), "gap_s": e.get("gap_s")}
-        elif e["type"] == "identity_revised":
-            how[(e["camera"], e["track_id"])] = {"how": "revised", "t": e.get("t"), "gid_from": e.get("gid_from")}
+    and how the track got its id (:func:`id_origins`), in time order: where a person seen by several cameras was
+    split, and why."""
+    how = {k: {n: v for n, v in o.items() if n != "gid"} for k, o in id_origins(events).items()}
     out = []
     for p in persons:
         keys = sorted((k for k, u in person.items() if u == p), key=lambda k: min(boxes[k]))

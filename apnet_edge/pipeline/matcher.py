@@ -139,26 +139,26 @@ class CrossCameraMatcher:
         self._first.setdefault(key, (b, now))
         self._last[key] = b
 
-    def _edges(self, camera_id: str, box: Optional[Box]) -> set[str]:
-        """Frame edges of ``camera_id`` that ``box`` touches (within ``edge_margin``); empty when unknown."""
-        size = self._size.get(camera_id)
-        if size is None or box is None:
-            return set()
-        mx, my = self.cfg.edge_margin * size[0], self.cfg.edge_margin * size[1]
-        touch = {"left": box[0] <= mx, "top": box[1] <= my, "right": box[2] >= size[0] - mx,
-                 "bottom": box[3] >= size[1] - my}
-        return {e for e, hit in touch.items() if hit}
-
-    def _edge_distance(self, camera_id: str, box: Box, edges: tuple[str, ...]) -> Optional[float]:
-        """Pixels from ``box`` to the nearest of ``edges`` of ``camera_id``'s frame (0 within ``edge_margin``);
+    def _edge_gaps(self, camera_id: str, box: Box) -> Optional[dict[str, float]]:
+        """Pixels from ``box`` to each frame edge of ``camera_id`` beyond ``edge_margin`` (<= 0: touching it);
         None when the frame size is unknown."""
         size = self._size.get(camera_id)
         if size is None:
             return None
         mx, my = self.cfg.edge_margin * size[0], self.cfg.edge_margin * size[1]
-        gaps = {"left": box[0] - mx, "top": box[1] - my, "right": size[0] - mx - box[2],
+        return {"left": box[0] - mx, "top": box[1] - my, "right": size[0] - mx - box[2],
                 "bottom": size[1] - my - box[3]}
-        return max(min(gaps[e] for e in edges), 0.0)
+
+    def _edges(self, camera_id: str, box: Optional[Box]) -> set[str]:
+        """Frame edges of ``camera_id`` that ``box`` touches (within ``edge_margin``); empty when unknown."""
+        gaps = self._edge_gaps(camera_id, box) if box is not None else None
+        return {e for e, g in gaps.items() if g <= 0} if gaps else set()
+
+    def _edge_distance(self, camera_id: str, box: Box, edges: tuple[str, ...]) -> float:
+        """Pixels from ``box`` to the nearest of ``edges`` of ``camera_id``'s frame (0 within ``edge_margin``, and
+        when the frame size is unknown: no place check without :meth:`observe`)."""
+        gaps = self._edge_gaps(camera_id, box)
+        return max(min(gaps[e] for e in edges), 0.0) if gaps else 0.0
 
     def _transit_fit(self, ident: Identity, camera_id: str, t: TransitConfig,
                      first: Optional[tuple[Box, float]]) -> Optional[float]:
@@ -166,8 +166,9 @@ class CrossCameraMatcher:
         (box, time) in ``camera_id`` coming in across ``t.entry`` fit: 1.0 when both boxes touch those edges, None
         when impossible. With ``max_speed``, a box short of its edge is possible when the walks from the last box to
         the exit edge and from the entry edge to the first box, in body heights, fit in ``max_speed`` times the time
-        the transit leaves for them (gap minus ``min_s``) plus one height (a person the detector missed near the edge
-        for a few frames); the fit falls linearly to 0 at that limit. Without ``max_speed`` both boxes must touch."""
+        the transit leaves for them (gap minus ``min_s``) plus :data:`TRANSIT_SLACK` heights (a person the detector
+        missed near the edge for a few frames); the fit falls linearly to 0 at that limit. Without ``max_speed`` both
+        boxes must touch."""
         last = ident.last_box
         if self.cfg.max_speed <= 0:
             if t.exit and last is not None and not self._edges(ident.last_camera, last) & set(t.exit):
@@ -177,10 +178,10 @@ class CrossCameraMatcher:
             return 1.0
         walk_px, height = 0.0, 1.0
         if t.exit and last is not None:
-            walk_px += self._edge_distance(ident.last_camera, last, t.exit) or 0.0
+            walk_px += self._edge_distance(ident.last_camera, last, t.exit)
             height = max(height, last[3] - last[1])
         if t.entry and first is not None:
-            walk_px += self._edge_distance(camera_id, first[0], t.entry) or 0.0
+            walk_px += self._edge_distance(camera_id, first[0], t.entry)
             height = max(height, first[0][3] - first[0][1])
         t_first = first[1] if first is not None else ident.last_seen
         reach = self.cfg.max_speed * max(t_first - ident.last_seen - t.min_s, 0.0) + TRANSIT_SLACK

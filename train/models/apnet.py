@@ -36,7 +36,7 @@ def _pooled(pyramid: nn.Module, x: torch.Tensor, stripes: int) -> list[torch.Ten
     per-channel affine map is that map of the mean, so the export saves a whole pass over the last feature map
     (the largest float pass left between INT8 convolutions); the pyramid's scale and shift still come from the
     whole map's mean, as in :meth:`AttentionPyramidC.forward`."""
-    if isinstance(pyramid, AttentionPyramidC) and pyramid.fused and not pyramid.training and pyramid.level >= 1:
+    if isinstance(pyramid, AttentionPyramidC) and pyramid.applies_affine:
         mean = x.mean((2, 3))
         scale, shift = pyramid.affine(mean)
         means = [mean] if stripes == 1 else [s.mean((2, 3)) for s in x.chunk(stripes, dim=2)]

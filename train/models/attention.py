@@ -136,8 +136,13 @@ class AttentionPyramidC(nn.Module):
             steps.reverse()
         self.steps = nn.Sequential(*steps)
 
+    @property
+    def applies_affine(self) -> bool:
+        """Whether :meth:`forward` applies the pyramid as one affine map (fused, eval mode, level >= 1)."""
+        return self.fused and not self.training and self.level >= 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and not self.training and self.level >= 1:
+        if self.applies_affine:
             # GlobalAveragePool in ONNX (ReduceMean would not be): INT8 runtimes run it on the uint8 map directly
             scale, shift = self.affine(F.adaptive_avg_pool2d(x, 1).flatten(1))
             return x * scale[:, :, None, None] + shift[:, :, None, None]
