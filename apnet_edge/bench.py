@@ -137,13 +137,17 @@ def make_batch(runner: Any, n: int, crops: Optional[Sequence[np.ndarray]] = None
 
 def bench_model(model: str, backend: str = "auto", batches: Sequence[int] = (1, 16), threads: Optional[int] = None,
                 warmup: int = 3, runs: int = 10, min_seconds: float = 2.0, crops: Optional[Sequence[np.ndarray]] = None,
-                runner_kwargs: Optional[dict[str, Any]] = None) -> BenchResult:
+                runner_kwargs: Optional[dict[str, Any]] = None, static_shapes: bool = True) -> BenchResult:
     """Benchmark ``model`` at each batch size in ``batches`` (batches larger than a fixed-batch model's limit are
-    split by the runner, so images/s stays comparable)."""
+    split by the runner, so images/s stays comparable). ``static_shapes``: on OpenVINO, run each batch size on a copy
+    compiled for that static batch (as a deployment with a fixed batch would; faster), else on the dynamic model."""
     from apnet_edge.runners import load_runner
 
+    kwargs = dict(runner_kwargs or {})
+    if static_shapes and (backend == "openvino" or (backend == "auto" and Path(model).suffix.lower() == ".xml")):
+        kwargs.setdefault("static_batches", tuple(batches))
     timings = []
-    with load_runner(model, backend=backend, threads=threads, **(runner_kwargs or {})) as runner:
+    with load_runner(model, backend=backend, threads=threads, **kwargs) as runner:
         for n in batches:
             timings.append(time_batch(runner, make_batch(runner, n, crops), warmup, runs, min_seconds))
         name, precision = runner.backend, getattr(runner, "precision", "fp32")

@@ -399,6 +399,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", help="a second model, measured in the same run; the table shows the ratio")
     p.add_argument("--compare-backend", default="auto")
     p.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per batch size")
+    p.add_argument("--dynamic-shapes", action="store_true",
+                   help="OpenVINO: measure the dynamic-batch model (default: each batch size on a copy compiled for "
+                   "that static batch, as a fixed-batch deployment runs; faster)")
     p.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     p.add_argument("--plot", help="write latency and images/s against batch size to this PNG")
 
@@ -417,9 +420,12 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_tables(args, batches)
     if not args.model:
         raise ApnetError("bench needs --model M (or --matrix CHECKPOINT / --table3 with --calib DIR)")
-    results = [bench_model(args.model, args.backend, batches, args.threads, min_seconds=args.seconds)]
+    static = not args.dynamic_shapes
+    results = [bench_model(args.model, args.backend, batches, args.threads, min_seconds=args.seconds,
+                           static_shapes=static)]
     if args.compare:
-        results.append(bench_model(args.compare, args.compare_backend, batches, args.threads, min_seconds=args.seconds))
+        results.append(bench_model(args.compare, args.compare_backend, batches, args.threads, min_seconds=args.seconds,
+                                   static_shapes=static))
     _out(format_table(results))
     if args.json_out:
         write_json(results, args.json_out)
@@ -443,11 +449,13 @@ def _bench_tables(args: argparse.Namespace, batches: list[int]) -> int:
     crops = read_image_folder(args.calib, limit=300)
     out = Path(args.out)
     if args.table3:
-        result = bt.table3(crops, out, variants, batches, args.threads, args.seconds, max(1, args.rounds))
+        result = bt.table3(crops, out, variants, batches, args.threads, args.seconds, max(1, args.rounds),
+                           static_shapes=not args.dynamic_shapes)
         text, name = bt.format_table3(result), "table3"
     else:
         result = bt.backend_matrix(args.matrix, crops, out, variants, batches, args.threads, args.seconds,
-                                   max(1, args.rounds), labelled_root=args.data, keep_float=args.keep_float)
+                                   max(1, args.rounds), labelled_root=args.data, keep_float=args.keep_float,
+                                   static_shapes=not args.dynamic_shapes)
         text, name = bt.format_matrix(result), "matrix"
     _out(text)
     (out / f"{name}.md").write_text(text + "\n")

@@ -107,11 +107,12 @@ def prepare_model(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: Pa
 
 
 def _bench(files: ModelFiles, variant: str, batches: Sequence[int], threads: Optional[int], seconds: float,
-           crops: Sequence[np.ndarray]) -> dict[int, dict[str, float]]:
+           crops: Sequence[np.ndarray], static_shapes: bool = True) -> dict[int, dict[str, float]]:
     from apnet_edge.bench import bench_model
 
     kind, backend, _ = VARIANTS[variant]
-    res = bench_model(str(files.path(kind)), backend, batches, threads, min_seconds=seconds, crops=crops)
+    res = bench_model(str(files.path(kind)), backend, batches, threads, min_seconds=seconds, crops=crops,
+                      static_shapes=static_shapes)
     return {t.batch: {"images_per_s": t.images_per_s, "p50_ms": t.p50_ms, "p95_ms": t.p95_ms} for t in res.timings}
 
 
@@ -125,9 +126,11 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
                    variants: Sequence[str] = tuple(VARIANTS), batches: Sequence[int] = (1, 16),
                    threads: Optional[int] = None, seconds: float = 3.0, rounds: int = 2,
                    gate_crops: Optional[Sequence[np.ndarray]] = None, labelled_root: Optional[PathLike] = None,
-                   progress: bool = True, keep_float: Optional[str] = None) -> dict[str, Any]:
+                   progress: bool = True, keep_float: Optional[str] = None,
+                   static_shapes: bool = True) -> dict[str, Any]:
     """Speed of every variant of one trained model, and its gate against FP32 ONNX Runtime (see module doc).
     ``keep_float``: the INT8 variants use a mixed-precision model (``quantize --keep-float``: a preset or auto).
+    ``static_shapes``: OpenVINO runs each batch size on a copy compiled for it (see ``bench_model``).
     The gate's cosines run on ``gate_crops`` if given, else on the held-out query + gallery crops of
     ``labelled_root`` if given, else on the calibration crops (``gate_crops`` in the result says which).
 
@@ -144,7 +147,7 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
     speed: dict[str, dict[int, dict[str, float]]] = {v: {} for v in active}
     for _ in range(max(1, rounds)):
         for v in active:
-            _keep_best(speed[v], _bench(files, v, batches, threads, seconds, calib))
+            _keep_best(speed[v], _bench(files, v, batches, threads, seconds, calib, static_shapes))
     if gate_crops is not None:
         crops_for_gate, gate_source = list(gate_crops), "given crops"
     elif labelled_root is not None:  # held out: calibration (and a keep_float search) never saw them
@@ -169,6 +172,7 @@ def backend_matrix(checkpoint: PathLike, calib: Sequence[np.ndarray], out_dir: P
                    "gate_passed": gate.passed, "gate_reasons": list(gate.reasons), "gate_n_crops": gate.n_crops}
     return {"checkpoint": str(checkpoint), "batches": list(batches), "rounds": rounds, "seconds": seconds,
             "threads": threads, "keep_float": keep_float, "gate_crops": gate_source, "rows": rows, "skipped": skipped,
+            "openvino_static_shapes": static_shapes,
             "files": {k: str(v) for k, v in dataclasses.asdict(files).items()}, "machine": machine_info()}
 
 
@@ -188,7 +192,14 @@ def format_matrix(result: dict[str, Any]) -> str:
     if result.get("gate_crops"):
         n = next((r.get("gate_n_crops") for r in result["rows"].values()), None)
         lines.append(f"\ncosines over {n} crops: {result['gate_crops']}")
+    lines.append(_shapes_line(result))
     return "\n".join(lines)
+
+
+def _shapes_line(result: dict[str, Any]) -> str:
+    static = result.get("openvino_static_shapes", False)
+    return ("OpenVINO: each batch size on a copy compiled for that static batch" if static
+            else "OpenVINO: the dynamic-batch model")
 
 
 def _level_checkpoint(level: int, out: Path, base: Any, seed: int) -> Path:
@@ -209,8 +220,9 @@ def _level_checkpoint(level: int, out: Path, base: Any, seed: int) -> Path:
 def table3(calib: Sequence[np.ndarray], out_dir: PathLike, variants: Sequence[str] = tuple(VARIANTS),
            batches: Sequence[int] = (16,), threads: Optional[int] = None, seconds: float = 3.0, rounds: int = 3,
            backbone: str = "resnet50", input_size: Sequence[int] = (256, 128), seed: int = 0,
-           progress: bool = True) -> dict[str, Any]:
-    """Table III of the supplementary on this machine: parameters, G-MACs and images/s of levels 0, 1, 2."""
+           progress: bool = True, static_shapes: bool = True) -> dict[str, Any]:
+    """Table III of the supplementary on this machine: parameters, G-MACs and images/s of levels 0, 1, 2.
+    ``static_shapes``: OpenVINO runs each batch size on a copy compiled for it (see ``bench_model``)."""
     from apnet_edge.bench import machine_info
     from apnet_edge.config import ModelConfig
     from train.complexity import model_info
@@ -232,7 +244,7 @@ def table3(calib: Sequence[np.ndarray], out_dir: PathLike, variants: Sequence[st
         for v in active:
             order = TABLE3_LEVELS if r % 2 == 0 else tuple(reversed(TABLE3_LEVELS))  # no level always goes first
             for level in order:
-                _keep_best(speed[v][level], _bench(files[level], v, batches, threads, seconds, calib))
+                _keep_best(speed[v][level], _bench(files[level], v, batches, threads, seconds, calib, static_shapes))
     overhead: dict[str, dict[str, float]] = {}
     for v in active:
         overhead[v] = {str(b): round(1.0 - speed[v][2][b]["images_per_s"] / speed[v][0][b]["images_per_s"], 4)
@@ -244,7 +256,7 @@ def table3(calib: Sequence[np.ndarray], out_dir: PathLike, variants: Sequence[st
                       for v, per in speed.items()},
             "attention_overhead": overhead, "worst_overhead": worst, "max_allowed_overhead": MAX_ATTENTION_OVERHEAD,
             "passed": worst is not None and worst <= MAX_ATTENTION_OVERHEAD, "skipped": skipped,
-            "machine": machine_info()}
+            "openvino_static_shapes": static_shapes, "machine": machine_info()}
 
 
 def format_table3(result: dict[str, Any]) -> str:
@@ -264,6 +276,7 @@ def format_table3(result: dict[str, Any]) -> str:
                  f"(limit {100 * result['max_allowed_overhead']:.0f} %): {verdict}")
     for v, why in result.get("skipped", {}).items():
         lines.append(f"skipped {v}: {why}")
+    lines.append(_shapes_line(result))
     return "\n".join(lines)
 
 

@@ -269,6 +269,92 @@ def test_openvino_tiny_dynamic_from_metadata(tiny_onnx: Path, tmp_path: Path, re
         load_runner(ir)
 
 
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed (pip install 'apnet-edge[openvino]')")
+def test_openvino_static_batches(tiny_onnx: Path, real_crops, monkeypatch) -> None:
+    from apnet_edge.runners import openvino_runner
+
+    ref = tiny_reference(real_crops[:5])
+    with load_runner(tiny_onnx, backend="openvino", threads=1, static_batches=[3, 1]) as runner:
+        assert runner.static_compiled == (1, 3)
+        assert np.all((runner.infer(real_crops[:3]) * ref[:3]).sum(1) > 0.999)  # the static copy
+        assert np.all((runner.infer(real_crops[:5]) * ref).sum(1) > 0.999)  # the dynamic model
+    with pytest.raises(ModelError, match="static_batches must be positive ints"):
+        load_runner(tiny_onnx, backend="openvino", static_batches=[0])
+    # a probe that fails: the size stays on the dynamic model, with a warning naming why
+    monkeypatch.setattr(openvino_runner, "_PROBE", "import sys; sys.exit(3)")
+    monkeypatch.setattr(openvino_runner, "_probed", {})
+    with pytest.warns(RuntimeWarning, match="batch 2 runs on the dynamic-batch model.*exit status 3"):
+        with load_runner(tiny_onnx, backend="openvino", threads=1, static_batches=[2]) as runner:
+            assert runner.static_compiled == ()
+            assert np.all((runner.infer(real_crops[:2]) * ref[:2]).sum(1) > 0.999)
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed (pip install 'apnet-edge[openvino]')")
+def test_bench_compiles_openvino_per_batch_unless_dynamic(tiny_onnx: Path, tmp_path: Path, monkeypatch) -> None:
+    import apnet_edge.runners as runners
+    from apnet_edge.cli import main
+
+    seen: list[tuple] = []
+    real = runners.load_runner
+
+    def spy(path, backend="auto", card=None, threads=None, **kw):
+        runner = real(path, backend=backend, card=card, threads=threads, **kw)
+        seen.append((backend, kw.get("static_batches"), runner))
+        return runner
+
+    monkeypatch.setattr(runners, "load_runner", spy)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--model", str(tiny_onnx), "--backend", "openvino", "--batch", "1,3", "--seconds", "0",
+                 "--threads", "1", "--json", str(out)]) == 0
+    assert seen[-1][1] == (1, 3) and [t["batch"] for t in json.loads(out.read_text())[0]["timings"]] == [1, 3]
+    assert main(["bench", "--model", str(tiny_onnx), "--backend", "openvino", "--batch", "2", "--seconds", "0",
+                 "--dynamic-shapes"]) == 0
+    assert seen[-1][1] is None
+    assert main(["bench", "--model", str(tiny_onnx), "--batch", "2", "--seconds", "0"]) == 0  # ONNX Runtime
+    assert seen[-1][0] == "auto" and seen[-1][1] is None
+
+
+@pytest.mark.skipif(not (HAS_OPENVINO and HAS_TORCH), reason="needs openvino and torch")
+def test_openvino_static_batch_of_a_pyramid_survives(tmp_path: Path, real_crops) -> None:
+    """OpenVINO 2026.4 dies (SIGSEGV) compiling this fused APNet-C pyramid at a static batch of 2: the probe must
+    keep that out of this process, and the batch must still give the dynamic model's embeddings."""
+    import warnings
+
+    import torch
+
+    from train.models.attention import AttentionPyramidC
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.pyramid = AttentionPyramidC(16, 2)
+            self.pyramid.fused = True
+            self.head = torch.nn.Conv2d(16, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.pyramid(torch.relu(self.conv(x)))).mean((2, 3))
+
+    torch.manual_seed(0)
+    path = tmp_path / "pyramid.onnx"
+    torch.onnx.export(Tiny().eval(), torch.randn(1, 3, 32, 16), str(path), input_names=["images"],
+                      output_names=["embeddings"], dynamic_axes={"images": {0: "n"}, "embeddings": {0: "n"}},
+                      opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "apnet_edge.card", TINY_CARD.to_json()
+    onnx.save(model, str(path))
+    with load_runner(path, backend="openvino", threads=1, precision="f32") as dynamic:
+        ref = dynamic.infer(real_crops[:2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with load_runner(path, backend="openvino", threads=1, precision="f32", static_batches=[2]) as runner:
+            got = runner.infer(real_crops[:2])
+            compiled = runner.static_compiled
+    assert compiled == (2,) or any("batch 2 runs on the dynamic-batch model" in str(w.message) for w in caught)
+    assert np.all((got * ref).sum(1) > 0.9999)
+
+
 # ---------------------------------------------------------------------------------------------- torch
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
 def test_torch_runner_with_injected_model(tiny_onnx: Path, real_crops) -> None:
