@@ -10,7 +10,8 @@ dynamic batch (measured on APNet-C ResNet-50, 2-vCPU Xeon with AMX: +18 % images
 batch 16 in bf16; docs/benchmarks.md). The runner compiles such a static copy for each listed size and runs chunks
 of exactly that size on it. OpenVINO 2026.4 crashes the whole process (SIGSEGV) while compiling some of them (an
 APNet-C pyramid at static batch 4 or 8), so every static copy is first compiled and run once in a child process;
-a size whose probe fails stays on the dynamic model, with a warning.
+a size whose probe fails stays on the dynamic model, with a warning. The static copies of a CPU INT8 model compute
+its quantized attention gates in float (:mod:`apnet_edge.runners.gates`), which is faster there.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import subprocess
 import sys
 import warnings
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -40,12 +42,18 @@ import openvino as ov
 a = json.loads(sys.argv[1])
 core = ov.Core()
 model = core.read_model(a["path"])
+if a["gates"]:
+    import onnx
+    from apnet_edge.runners.gates import float_gate_arithmetic
+    proto = onnx.load(a["path"])
+    if float_gate_arithmetic(proto, a["gates"]):
+        model = core.read_model(proto.SerializeToString())
 shape = [a["batch"], *a["rest"]]
 model.reshape({model.input(0): ov.PartialShape(shape)})
 compiled = core.compile_model(model, a["device"], a["config"])
 compiled(np.zeros(shape, np.dtype(a["dtype"])))
 """
-_probed: dict[tuple, Optional[str]] = {}  # (file, size, mtime, batch, device, config) -> None (works) or why not
+_probed: dict[tuple, Optional[str]] = {}  # (file, size, mtime, batch, device, config, gates) -> None or why not
 
 
 def _rt_card(model: Any) -> Optional[str]:
@@ -72,6 +80,9 @@ class OpenVinoRunner(Runner):
         static_batches: batch sizes to also compile with a static shape (faster; see the module docstring). Chunks
             of exactly such a size run on that copy; a size OpenVINO cannot compile stays dynamic, with a warning.
             Ignored for models that keep a fixed batch.
+        static_float_gates: the static copies of a CPU INT8 ONNX model compute its quantized attention gates in
+            float between their quantized input and output (:mod:`apnet_edge.runners.gates`; faster there, needs
+            the ``onnx`` package; the dynamic model is left as it is).
     """
 
     backend = "openvino"
@@ -79,7 +90,8 @@ class OpenVinoRunner(Runner):
     def __init__(self, path: Union[str, Path], card: Optional[ModelCard] = None, threads: Optional[int] = None,
                  precision: Optional[str] = None, device: str = "CPU", task: str = "reid",
                  normalize_output: Optional[bool] = None, max_batch: Optional[int] = None,
-                 dynamic_batch: bool = True, static_batches: Sequence[int] = ()) -> None:
+                 dynamic_batch: bool = True, static_batches: Sequence[int] = (),
+                 static_float_gates: bool = True) -> None:
         self._ov = ov = require("openvino", "openvino", "running OpenVINO models")
         self.path = Path(path)
         where = f"OpenVINO model {str(self.path)!r}"
@@ -130,6 +142,10 @@ class OpenVinoRunner(Runner):
             raise ModelError(f"static_batches must be positive ints, found {list(static_batches)!r}")
         self.static_batches: tuple[int, ...] = () if fixed else tuple(sorted({int(b) for b in static_batches}))
         self._static: dict[int, Any] = {}  # batch -> infer request of its static copy (while active)
+        gates = (card.extra.get("quantization") or {}).get("quantized_gates") or []
+        self._gates: list[str] = [str(g) for g in gates] if static_float_gates and self.static_batches \
+            and self.path.suffix.lower() == ".onnx" and find_spec("onnx") is not None else []
+        self.static_float_gates = False  # set on activation: whether the static copies got float gate arithmetic
         batch = in_shape[0] if fixed else max_batch
         self._setup(card=card, name=str(self.path), task=task, normalize_output=normalize_output, max_batch=batch,
                     fixed_batch=fixed, input_name=inp.get_any_name(), output_name=out.get_any_name(),
@@ -176,15 +192,37 @@ class OpenVinoRunner(Runner):
         if self._compiled is None:
             self._compiled = self._compile(self._model)
         self._request = self._compiled.create_infer_request()
+        source = None
         for b in self.static_batches:
             why = self._probe_static(b)
             if why is not None:
                 warnings.warn(f"{self._where}: batch {b} runs on the dynamic-batch model: OpenVINO could not compile a "
                               f"static copy ({why})", RuntimeWarning, stacklevel=3)
                 continue
-            model = self._model.clone()
+            if source is None:
+                source = self._static_source()
+            model = source.clone()
             model.reshape({model.input(0): self._ov.PartialShape([b, *self.input_shape])})
             self._static[b] = self._compile(model).create_infer_request()
+
+    def _static_source(self) -> Any:
+        """The graph the static copies are made from: with float gate arithmetic where that applies."""
+        self.static_float_gates = False
+        if self._gates:
+            import onnx
+
+            from apnet_edge.runners.gates import float_gate_arithmetic
+
+            try:
+                proto = onnx.load(str(self.path))
+                if float_gate_arithmetic(proto, self._gates):
+                    model = self._core.read_model(proto.SerializeToString())
+                    self.static_float_gates = True
+                    return model
+            except Exception as exc:  # keep the quantized gates rather than fail
+                warnings.warn(f"{self._where}: static copies keep the quantized gates: {one_line(exc)}",
+                              RuntimeWarning, stacklevel=4)
+        return self._model
 
     @property
     def static_compiled(self) -> tuple[int, ...]:
@@ -195,10 +233,10 @@ class OpenVinoRunner(Runner):
         """Compile and run the model at a static ``batch`` in a child process: None when that works, else why not."""
         st = self.path.stat()
         key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, batch, self.device,
-               tuple(sorted((k, str(v)) for k, v in self._config.items())))
+               tuple(sorted((k, str(v)) for k, v in self._config.items())), tuple(self._gates))
         if key not in _probed:
             args = {"path": str(self.path), "batch": batch, "rest": list(self.input_shape),
-                    "device": self.device, "config": self._config, "dtype": np.dtype(OV_DTYPES[self._type_name]).name}
+                    "device": self.device, "config": self._config, "gates": self._gates, "dtype": np.dtype(OV_DTYPES[self._type_name]).name}
             try:
                 proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args)], capture_output=True,
                                       text=True, timeout=PROBE_TIMEOUT_S)

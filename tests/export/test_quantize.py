@@ -341,3 +341,38 @@ def test_keep_float_auto_says_so_when_no_group_reaches_the_target(tmp_path, fp32
         quantize_onnx(fp32, real_crops[:24], tmp_path / "x.onnx", keep_float="auto", target_cosine=0.999,
                       search_crops=8, progress=False)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_float_gate_arithmetic_for_openvino_static_copies(quantized, fp32, real_crops, tmp_path):
+    """The OpenVINO runner's static copies of a CPU INT8 model compute the gates between their quantized input and
+    output in float: the rewrite touches only the gates and gives ONNX Runtime's embeddings; the runner uses it."""
+    from apnet_edge.runners.gates import float_gate_arithmetic
+
+    if quantized.target != "cpu":
+        pytest.skip("only CPU INT8 models quantize the gates")
+    model = onnx.load(str(quantized.path))
+    gates = load_onnx_card(quantized.path).extra["quantization"]["quantized_gates"]
+    before = len(model.graph.node)
+    assert float_gate_arithmetic(model, gates) == 3 * len(gates)  # scale, product and shift of each gate
+    assert len(model.graph.node) == before - 6 * len(gates)  # their Q/DQ pairs are gone
+    producers = _producers(model)
+    for mul in (n for n in model.graph.node if n.name in gates):
+        kinds = sorted(producers[i].op_type for i in mul.input)
+        assert kinds == ["DequantizeLinear", "Unsqueeze"]  # the map stays quantized, the scale does not
+    out = tmp_path / "float_gates.onnx"
+    onnx.save(model, str(out))
+    x = preprocess_crops(real_crops[1::4], load_onnx_card(quantized.path))
+    ref, a, b = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (_run(p, x) for p in (fp32, quantized.path, out)))
+    cos_int8, cos_float_gates = float((ref * a).sum(1).mean()), float((ref * b).sum(1).mean())
+    assert cos_float_gates >= max(FLOOR["cpu"], cos_int8 - 0.005), (cos_int8, cos_float_gates)  # fewer roundings
+    assert float_gate_arithmetic(onnx.load(str(quantized.path)), []) == 0
+    print(f"cosine to FP32: INT8 {cos_int8:.4f}, float gate arithmetic {cos_float_gates:.4f}")
+
+    pytest.importorskip("openvino")
+    from apnet_edge.runners import load_runner
+
+    with load_runner(quantized.path, backend="openvino", threads=2, static_batches=[1]) as ov, \
+            load_runner(quantized.path, backend="onnxruntime", threads=2) as ref:
+        assert ov.static_compiled == () or ov.static_float_gates  # a crashing probe leaves batch 1 dynamic
+        got = np.concatenate([ov.infer(real_crops[i:i + 1]) for i in range(1, 9, 2)])
+        assert float((got * ref.infer(real_crops[1:9:2])).sum(1).mean()) >= 0.9  # bf16 float parts: see above
