@@ -78,10 +78,19 @@ class SplitAttention(nn.Module):
         return a.reshape(-1, r, g).softmax(dim=1)
 
     def attention_from_mean(self, m: torch.Tensor) -> torch.Tensor:
-        """:meth:`attention` from the input's spatial mean ``m`` (N,C) alone (sum and mean commute): (N, C)."""
+        """:meth:`attention` from the input's spatial mean ``m`` (N,C) alone (sum and mean commute): (N, C).
+
+        Radix 2 (APNet-C level 2): a softmax over two logits is the sigmoid of their difference, so fc2 is applied as
+        one (C/2 -> C/2) layer with the difference of its two halves' weights: the same function with half of fc2's
+        weights to read per image (what batch 1 on a CPU pays for) and no Reshape/Softmax in the exported graph."""
         r, g = self.radix, self.channels // self.radix
         s = m.reshape(-1, r, g).sum(1)[:, :, None, None]  # (N,g,1,1)
-        a = self.fc2(self.relu(self.bn(self.fc1(s))))
+        h = self.relu(self.bn(self.fc1(s)))
+        if r == 2:
+            w, b = self.fc2.weight, self.fc2.bias
+            d = F.conv2d(h, w[:g] - w[g:], b[:g] - b[g:]).flatten(1)  # a_0 - a_1: (N, g)
+            return torch.sigmoid(torch.cat([d, -d], 1))
+        a = self.fc2(h)
         return a.reshape(-1, r, g).softmax(dim=1).reshape(-1, self.channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
