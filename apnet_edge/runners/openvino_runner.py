@@ -6,7 +6,7 @@ Fixed-batch models are reshaped to a dynamic batch when that provably gives the 
 trial batch of 2 against single calls); otherwise they stay fixed and the runner splits batches.
 
 ``static_batches``: OpenVINO runs a model compiled for one static batch size faster than the same model with a
-dynamic batch (measured on APNet-C ResNet-50, 2-vCPU Xeon with AMX: +18 % images/s at batch 1 in INT8, +32 % at
+dynamic batch (measured on APNet-C ResNet-50, 2-vCPU Xeon with AMX: +14 % images/s at batch 1 in INT8, +36 % at
 batch 16 in bf16; docs/benchmarks.md). The runner compiles such a static copy for each listed size and runs chunks
 of exactly that size on it. OpenVINO 2026.4 crashes the whole process (SIGSEGV) while compiling some of them (an
 APNet-C pyramid at static batch 4 or 8), so every static copy is first compiled and run once in a child process;
@@ -235,8 +235,8 @@ class OpenVinoRunner(Runner):
         key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, batch, self.device,
                tuple(sorted((k, str(v)) for k, v in self._config.items())), tuple(self._gates))
         if key not in _probed:
-            args = {"path": str(self.path), "batch": batch, "rest": list(self.input_shape),
-                    "device": self.device, "config": self._config, "gates": self._gates, "dtype": np.dtype(OV_DTYPES[self._type_name]).name}
+            args = {"path": str(self.path), "batch": batch, "rest": list(self.input_shape), "device": self.device,
+                    "config": self._config, "gates": self._gates, "dtype": np.dtype(OV_DTYPES[self._type_name]).name}
             try:
                 proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args)], capture_output=True,
                                       text=True, timeout=PROBE_TIMEOUT_S)
