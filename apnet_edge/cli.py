@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -595,6 +596,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OWN_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / d) for d in ("apnet_edge", "export", "engines", "train"))
+
+
+def _warning_printer(command_name: str, default: Callable[..., None]) -> Callable[..., None]:
+    """Our own warnings as one line (``apnet-edge <command>: warning: ...``); other libraries' as they come."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if str(Path(filename).resolve()).startswith(_OWN_PACKAGES):
+            print(f"apnet-edge {command_name}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -602,7 +618,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(_HANDLERS[args.command](args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(args.command, warnings.showwarning)
+            return int(_HANDLERS[args.command](args) or 0)
     except ApnetError as exc:
         print(f"apnet-edge {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

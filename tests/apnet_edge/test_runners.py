@@ -270,7 +270,8 @@ def test_openvino_tiny_dynamic_from_metadata(tiny_onnx: Path, tmp_path: Path, re
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed (pip install 'apnet-edge[openvino]')")
-def test_openvino_static_batches(tiny_onnx: Path, real_crops, monkeypatch) -> None:
+def test_openvino_static_batches(tiny_onnx: Path, real_crops, monkeypatch, capsys) -> None:
+    from apnet_edge.cli import main
     from apnet_edge.runners import openvino_runner
 
     ref = tiny_reference(real_crops[:5])
@@ -287,6 +288,10 @@ def test_openvino_static_batches(tiny_onnx: Path, real_crops, monkeypatch) -> No
         with load_runner(tiny_onnx, backend="openvino", threads=1, static_batches=[2]) as runner:
             assert runner.static_compiled == ()
             assert np.all((runner.infer(real_crops[:2]) * ref[:2]).sum(1) > 0.999)
+    # the CLI says it in one line
+    assert main(["bench", "--model", str(tiny_onnx), "--backend", "openvino", "--batch", "2", "--seconds", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "apnet-edge bench: warning: OpenVINO model" in err and "exit status 3" in err and "base.py" not in err
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed (pip install 'apnet-edge[openvino]')")
