@@ -198,8 +198,8 @@ def format_matrix(result: dict[str, Any]) -> str:
 
 def _shapes_line(result: dict[str, Any]) -> str:
     static = result.get("openvino_static_shapes", False)
-    return ("OpenVINO: each batch size on a copy compiled for that static batch" if static
-            else "OpenVINO: the dynamic-batch model")
+    return ("OpenVINO: each batch size on a copy compiled for that static batch (a size OpenVINO cannot compile "
+            "statically runs on the dynamic model, with a warning)" if static else "OpenVINO: the dynamic-batch model")
 
 
 def _level_checkpoint(level: int, out: Path, base: Any, seed: int) -> Path:
