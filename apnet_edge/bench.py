@@ -141,10 +141,10 @@ def bench_model(model: str, backend: str = "auto", batches: Sequence[int] = (1, 
     """Benchmark ``model`` at each batch size in ``batches`` (batches larger than a fixed-batch model's limit are
     split by the runner, so images/s stays comparable). ``static_shapes``: on OpenVINO, run each batch size on a copy
     compiled for that static batch (as a deployment with a fixed batch would; faster), else on the dynamic model."""
-    from apnet_edge.runners import load_runner
+    from apnet_edge.runners import backend_for, load_runner
 
     kwargs = dict(runner_kwargs or {})
-    if static_shapes and (backend == "openvino" or (backend == "auto" and Path(model).suffix.lower() == ".xml")):
+    if static_shapes and backend_for(model, backend) == "openvino":
         kwargs.setdefault("static_batches", tuple(batches))
     timings = []
     with load_runner(model, backend=backend, threads=threads, **kwargs) as runner:

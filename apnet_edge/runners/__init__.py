@@ -25,7 +25,7 @@ BACKEND_ALIASES = {"onnxruntime": "onnxruntime", "ort": "onnxruntime", "onnx": "
 BACKEND_SUFFIXES = {"onnxruntime": (".onnx",), "openvino": (".xml", ".onnx"), "torch": (".pt", ".pth"),
                     "tensorrt": (".engine", ".plan")}
 
-__all__ = ["Runner", "find_sidecar", "load_runner", "read_sidecar", "write_sidecar"]
+__all__ = ["Runner", "backend_for", "find_sidecar", "load_runner", "read_sidecar", "write_sidecar"]
 
 
 def _tensorrt_runner_class() -> Any:
@@ -40,6 +40,14 @@ def _tensorrt_runner_class() -> Any:
                              "backend='onnxruntime' or 'openvino'") from None
         raise MissingDependencyError(exc.name or "tensorrt", "trt", "running TensorRT engines") from exc
     return module.TensorRTRunner
+
+
+def backend_for(path: Union[str, Path], backend: str = "auto") -> Optional[str]:
+    """The runner :func:`load_runner` picks for ``path``: ``backend``'s alias resolved (``"ov"`` -> ``"openvino"``),
+    or by the file's suffix for ``"auto"``; None when neither names one."""
+    if backend != "auto":
+        return BACKEND_ALIASES.get(str(backend).lower())
+    return SUFFIX_BACKEND.get(Path(path).suffix.lower())
 
 
 def load_runner(path: Union[str, Path], backend: str = "auto", card: Optional[ModelCard] = None,
@@ -59,7 +67,7 @@ def load_runner(path: Union[str, Path], backend: str = "auto", card: Optional[Mo
     """
     p = Path(path)
     suffix = p.suffix.lower()
-    name = BACKEND_ALIASES.get(str(backend).lower()) if backend != "auto" else SUFFIX_BACKEND.get(suffix)
+    name = backend_for(p, backend)
     if backend != "auto" and name is None:
         raise ModelError(f"unknown backend {backend!r}; choose one of auto, onnxruntime, openvino, torch, tensorrt")
     if not p.exists():

@@ -315,6 +315,8 @@ def test_bench_compiles_openvino_per_batch_unless_dynamic(tiny_onnx: Path, tmp_p
     assert main(["bench", "--model", str(tiny_onnx), "--backend", "openvino", "--batch", "2", "--seconds", "0",
                  "--dynamic-shapes"]) == 0
     assert seen[-1][1] is None
+    assert main(["bench", "--model", str(tiny_onnx), "--backend", "ov", "--batch", "2", "--seconds", "0"]) == 0
+    assert seen[-1][1] == (2,)  # the alias is OpenVINO too
     assert main(["bench", "--model", str(tiny_onnx), "--batch", "2", "--seconds", "0"]) == 0  # ONNX Runtime
     assert seen[-1][0] == "auto" and seen[-1][1] is None
 
