@@ -136,7 +136,6 @@ class OpenVinoRunner(Runner):
         else:
             self._compiled = self._compile(model)
         self._model = self._dynamic_model if self._dynamic_model is not None else model
-        self._type_name = type_name
         bad = [b for b in static_batches if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1]
         if bad:
             raise ModelError(f"static_batches must be positive ints, found {list(static_batches)!r}")
@@ -236,7 +235,7 @@ class OpenVinoRunner(Runner):
                tuple(sorted((k, str(v)) for k, v in self._config.items())), tuple(self._gates))
         if key not in _probed:
             args = {"path": str(self.path), "batch": batch, "rest": list(self.input_shape), "device": self.device,
-                    "config": self._config, "gates": self._gates, "dtype": np.dtype(OV_DTYPES[self._type_name]).name}
+                    "config": self._config, "gates": self._gates, "dtype": np.dtype(self.input_dtype).name}
             try:
                 proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(args)], capture_output=True,
                                       text=True, timeout=PROBE_TIMEOUT_S)
