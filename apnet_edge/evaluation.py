@@ -27,18 +27,13 @@ def extract_features(runner: Any, paths: Sequence[str], flip: bool = True, batch
     from tqdm import tqdm
 
     from apnet_edge.crops import read_images
+    from apnet_edge.runners.base import infer_flip_averaged
 
     feats: list[np.ndarray] = []
-    native_flip = flip and getattr(runner, "supports_flip", False)
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False,
                       disable=len(paths) <= batch_size):
         crops = read_images(paths[start:start + batch_size])
-        if native_flip:
-            f = runner.infer(crops, flip=True)
-        else:
-            f = runner.infer(crops)
-            if flip:
-                f = f + runner.infer([np.ascontiguousarray(c[:, ::-1]) for c in crops])
+        f = infer_flip_averaged(runner, crops) if flip else runner.infer(crops)
         feats.append(np.asarray(f, dtype=np.float32))
     if not feats:
         return np.zeros((0, 0), np.float32)

@@ -90,14 +90,11 @@ def _detect(detector: Any, images: list[np.ndarray]) -> list[Any]:
 
 def _embed(reid: Any, crops: list[np.ndarray], dim: Optional[int], flip: bool = False) -> np.ndarray:
     """One re-ID call: (N, D) float32 for N crops, D = ``dim`` when given, finite; anything else raises. ``flip``:
-    the crops and their mirror images in the same call, embeddings averaged and L2-normalised."""
+    each crop averaged with its mirror image (:func:`apnet_edge.runners.infer_flip_averaged`, one call)."""
     if flip:
-        both = np.asarray(reid.infer([*crops, *(c[:, ::-1] for c in crops)]), dtype=np.float32)
-        if both.ndim != 2 or both.shape[0] != 2 * len(crops):
-            raise ModelError(f"the re-ID model returned shape {tuple(both.shape)} for {2 * len(crops)} crops "
-                             f"(with their mirror images); expected ({2 * len(crops)}, D)")
-        mean = both[:len(crops)] + both[len(crops):]
-        emb = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        from apnet_edge.runners import infer_flip_averaged
+
+        emb = infer_flip_averaged(reid, crops)
     else:
         emb = np.asarray(reid.infer(crops), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(crops) or emb.shape[1] < 1 or (dim is not None and emb.shape[1] != dim):

@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 
 from apnet_edge.card import ModelCard
 from apnet_edge.errors import MissingDependencyError, ModelError, require
-from apnet_edge.runners.base import Runner
+from apnet_edge.runners.base import Runner, infer_flip_averaged
 from apnet_edge.runners.sidecar import find_sidecar, read_sidecar, write_sidecar
 
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch", ".pth": "torch",
@@ -25,7 +25,8 @@ BACKEND_ALIASES = {"onnxruntime": "onnxruntime", "ort": "onnxruntime", "onnx": "
 BACKEND_SUFFIXES = {"onnxruntime": (".onnx",), "openvino": (".xml", ".onnx"), "torch": (".pt", ".pth"),
                     "tensorrt": (".engine", ".plan")}
 
-__all__ = ["Runner", "backend_for", "find_sidecar", "load_runner", "read_sidecar", "write_sidecar"]
+__all__ = ["Runner", "backend_for", "find_sidecar", "infer_flip_averaged", "load_runner", "read_sidecar",
+           "write_sidecar"]
 
 
 def _tensorrt_runner_class() -> Any:

@@ -218,6 +218,22 @@ class Runner(abc.ABC):
         return y
 
 
+def infer_flip_averaged(runner: Any, crops: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, D) float32 embeddings of the BGR uint8 ``crops``, each summed with its horizontal mirror's and
+    L2-normalised (the standard test-time flip). A runner that flips inside the model (``supports_flip``, e.g. a
+    PyTorch checkpoint: features summed before their normalisation) does it itself; others embed the crops and
+    their mirror images in one call."""
+    if getattr(runner, "supports_flip", False):
+        return np.asarray(runner.infer(crops, flip=True), dtype=np.float32)
+    n = len(crops)
+    both = np.asarray(runner.infer([*crops, *(np.ascontiguousarray(c[:, ::-1]) for c in crops)]), dtype=np.float32)
+    if both.ndim != 2 or both.shape[0] != 2 * n:
+        raise ModelError(f"the re-ID model returned shape {tuple(both.shape)} for {2 * n} crops (with their mirror "
+                         f"images); expected ({2 * n}, D)")
+    f = both[:n] + both[n:]
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
 CARD_KEY = "apnet_edge.card"  # ONNX metadata_props key holding ModelCard.to_json()
 
 

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from apnet_edge.card import ModelCard
 from apnet_edge.crops import cut_crops, read_frames
 from apnet_edge.errors import MissingDependencyError, ModelError
-from apnet_edge.runners import load_runner, read_sidecar, write_sidecar
+from apnet_edge.runners import infer_flip_averaged, load_runner, read_sidecar, write_sidecar
 from apnet_edge.runners.onnxruntime_runner import OnnxRuntimeRunner
 
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
@@ -399,6 +399,9 @@ def test_torch_runner_with_injected_model(tiny_onnx: Path, real_crops) -> None:
         np.testing.assert_allclose(flipped, emb, atol=2e-5)  # 1x1 conv + mean pool is mirror-invariant
         runner.infer(real_crops[:1])
         assert model.flips == [True, True, False]
+        model.flips.clear()
+        np.testing.assert_allclose(infer_flip_averaged(runner, real_crops[:2]), emb[:2], atol=2e-5)
+        assert model.flips == [True]  # the runner's own flip, not a second call on mirror images
         with pytest.raises(ModelError, match=r"\(N, 3, 32, 16\) in NCHW"):
             runner.infer(np.zeros((1, 32, 16, 3), np.float32))
     with pytest.raises(ModelError, match="needs a checkpoint path or model="):
