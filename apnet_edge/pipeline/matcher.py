@@ -12,7 +12,8 @@ cosine similarity of L2-normalised embeddings, pairs below ``threshold`` forbidd
 unassigned founds a new identity. An identity held by a live track of a camera cannot be taken by another track of
 that same camera (one person is never twice in one view); it can be taken in another camera (overlapping views).
 With a topology, a move from camera A to camera B is allowed only along a listed transit whose time window holds
-the gap since the identity was last seen and, when the transit names them, across its ``exit`` edges of A and
+the gap from the identity's last sighting to the track's first one (not to the time it is matched, which waits for a
+good crop) and, when the transit names them, across its ``exit`` edges of A and
 ``entry`` edges of B: the identity's last box and the new track's first box touch those edges, or (with
 ``max_speed``) lie short of them by no more than the person can have walked in the time the transit leaves
 (``max_speed`` body heights per second times the gap minus ``min_s``, plus half a height): a person the detector
@@ -210,8 +211,10 @@ class CrossCameraMatcher:
             return 0.0 if self._reachable(ident, camera_id, key) else None
         if not self._transits:
             return 0.0
-        gap = now - ident.last_seen
         first = self._first.get(key) if key is not None else None
+        # the walk took from the identity's last sighting to the track's FIRST one, not to now: a track is matched
+        # only after its first good crop, which may come seconds after it appeared at the entry edge
+        gap = max((first[1] if first is not None else now) - ident.last_seen, 0.0)
         best: Optional[float] = None  # the best-fitting transit's bonus
         for t in self._transits.get((ident.last_camera, camera_id), []):
             if not (t.min_s <= gap <= t.max_s or (ident.tracks and t.min_s == 0.0)):

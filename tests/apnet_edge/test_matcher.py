@@ -233,6 +233,21 @@ def test_transit_exit_and_entry_edges_gate_the_handoff() -> None:
     assert _handoff(_zoned(max_speed=0.0), at_exit, at_entry, 1.0, _near(p, 1), p)
 
 
+def test_transit_time_window_counts_to_the_tracks_first_sighting_not_to_its_match() -> None:
+    """A track is matched at its first good crop, which may come long after it appeared at the entry edge: the
+    transit (0-5 s) must hold the walk from the identity's last sighting to the track's FIRST sighting."""
+    p = _people(1, seed=12)[0]
+    for first_t, joins in ((1.0, True), (6.0, False)):
+        m = _zoned()
+        m.observe("left", 1, (300, 100, 398, 280), (400, 300), 0.0)
+        g = m.assign([("left", 1, p)], now=0.0)[0].gid
+        m.release("left", 1)
+        m.observe("right", 5, (0, 100, 30, 280), (400, 300), first_t)  # at the entry edge
+        m.observe("right", 5, (60, 100, 110, 280), (400, 300), first_t + 6.0)  # its first good crop, 6 s later
+        a = m.assign([("right", 5, _near(p, 2))], now=first_t + 6.0)[0]
+        assert (a.gid == g) == joins, first_t
+
+
 def test_transit_bonus_shrinks_with_the_walk_the_fit_needs() -> None:
     """Similarity 0.68, threshold 0.75, bonus 0.1: joins with the whole bonus (both boxes at the edges) but not with
     half of it (a start 225 px = 1.25 heights from the entry edge 1 s later: fit 1 - 1.25 / (2 x 1 + 0.5) = 0.5)."""
