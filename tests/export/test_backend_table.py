@@ -44,9 +44,13 @@ def test_table3_tiny(tmp_path) -> None:
         o = res["attention_overhead"][v]["2"]
         ips = res["speed"][v]
         assert o == pytest.approx(1 - ips["2"]["2"]["images_per_s"] / ips["0"]["2"]["images_per_s"], abs=1e-4)
+        se = res["pyramid_over_se"][v]["2"]
+        assert se == pytest.approx(1 - ips["2"]["2"]["images_per_s"] / ips["1"]["2"]["images_per_s"], abs=1e-4)
     assert res["passed"] == (res["worst_overhead"] <= 0.15)
     text = format_table3(res)
-    assert "level 2 (APNet-C)" in text and "attention overhead" in text
+    assert "level 2 (APNet-C)" in text and "attention overhead" in text and "pyramid beyond SE" in text
+    old = {k: v for k, v in res.items() if k != "pyramid_over_se"}  # a result JSON from before the field
+    assert "pyramid beyond SE" not in format_table3(old)
     # files are reused on a second call (no re-export): same mtime
     m = (tmp_path / "level2.int8.onnx").stat().st_mtime_ns
     prepare_model(tmp_path / "level2.pt", _crops(), tmp_path, "level2", progress=False)
