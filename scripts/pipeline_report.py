@@ -21,6 +21,9 @@ Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT 
   a global id that are one person) and recall (pairs that are one person sharing a global id), the same within one
   camera (re-entries), and how many persons seen in >= 2 cameras kept ONE global id. The reference tracker's own id
   switches and fragments make this an estimate: use it to compare settings on the same footage.
+- with ``--persons`` too: each such person's tracks and how each got its global id; with ``--sheets DIR``: a contact
+  sheet per person (a row of crops per track) to check by eye whether the reference's "person" is one person (on
+  ``vtest.avi`` the reference tracker switches between people in several long tracks).
 """
 
 from __future__ import annotations
@@ -224,11 +227,78 @@ def person_breakdown(persons: list[int], person: dict[tuple[str, int], int], box
         for k in keys:
             fr = boxes[k]
             f0, f1 = min(fr), max(fr)
+            frames = sorted(fr)
+            picks = sorted({frames[round(i * (len(frames) - 1) / (SHEET_CROPS - 1))] for i in range(SHEET_CROPS)})
             tracks.append({"camera": k[0], "track_id": k[1], "frames": [f0, f1],
                            "first_box": [round(v, 1) for v in fr[f0]], "last_box": [round(v, 1) for v in fr[f1]],
-                           "gid": gid.get(k), **how.get(k, {"how": "no id"})})
+                           "gid": gid.get(k), **how.get(k, {"how": "no id"}),
+                           "samples": [[f, *(round(v, 1) for v in fr[f])] for f in picks]})
         out.append({"person": p, "gids": sorted({t["gid"] for t in tracks if t["gid"] is not None}), "tracks": tracks})
     return out
+
+
+SHEET_CROPS = 8  # crops per track on a person's contact sheet (evenly spaced over the track's frames)
+TILE_W, TILE_H, LABEL_W = 48, 112, 120  # pixels
+
+
+def write_sheets(persons: list[dict[str, Any]], source: str, out: Path) -> list[Path]:
+    """One PNG per person of :func:`person_breakdown` (``--sheets``): a row per track, time order, with its camera,
+    track id, global id and frames, then :data:`SHEET_CROPS` crops of it cut from ``source`` (the video or image
+    folder every camera reads; boxes are source pixels). To check by eye whether the tracks the reference run calls
+    one person are one person: a tracker's identity switch in the reference run shows as a change of clothes along
+    a row or between rows. ``person_<id>_split.png`` when the person got several global ids. Returns the files."""
+    import cv2
+    import numpy as np
+
+    need: dict[int, list[tuple[int, int, list[float]]]] = defaultdict(list)  # frame -> (person idx, row, box)
+    for i, p in enumerate(persons):
+        for r, t in enumerate(p["tracks"]):
+            for f, *box in t["samples"]:
+                need[int(f)].append((i, r, box))
+    tiles: dict[tuple[int, int], list[tuple[int, Any]]] = defaultdict(list)
+    src = Path(source)
+    if src.is_dir():
+        files = sorted(q for q in src.iterdir() if q.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+        frames = ((f, cv2.imread(str(files[f]))) for f in sorted(need) if f < len(files))
+    else:
+        cap = cv2.VideoCapture(str(src))
+        if not cap.isOpened():
+            raise SystemExit(f"--sheets: cannot open the cameras' source {source!r}; run from the folder the run was "
+                             "started in, or where that path resolves")
+
+        def _read() -> Any:
+            f, last = 0, max(need, default=-1)
+            while f <= last:
+                ok, img = cap.read()
+                if not ok:
+                    return
+                yield f, img
+                f += 1
+        frames = _read()
+    for f, img in frames:
+        for i, r, box in need.get(f, ()):
+            if img is None:
+                continue
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            crop = img[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
+            if crop.size:
+                tiles[(i, r)].append((f, cv2.resize(crop, (TILE_W, TILE_H))))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, p in enumerate(persons):
+        rows = []
+        for r, t in enumerate(p["tracks"]):
+            label = np.full((TILE_H, LABEL_W, 3), 255, np.uint8)
+            for j, text in enumerate((f"{t['camera']} track {t['track_id']}", f"gid {t['gid']}",
+                                      f"frames {t['frames'][0]}-{t['frames'][1]}")):
+                cv2.putText(label, text, (3, 22 + 28 * j), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+            row = [im for _, im in sorted(tiles.get((i, r), []), key=lambda x: x[0])]
+            row += [np.zeros((TILE_H, TILE_W, 3), np.uint8)] * (SHEET_CROPS - len(row))
+            rows.append(np.concatenate([label, *row], axis=1))
+        name = f"person_{p['person']:03d}{'_split' if len(p['gids']) > 1 else ''}.png"
+        cv2.imwrite(str(out / name), np.concatenate(rows, axis=0))
+        written.append(out / name)
+    return written
 
 
 def report(run: Path) -> dict[str, Any]:
@@ -350,9 +420,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--persons", action="store_true",
                     help="with --reference: list every person seen in >= 2 cameras with its tracks (frames, first "
                     "and last box in source pixels, global id) and how each got its id: where people are split, why")
+    ap.add_argument("--sheets", metavar="DIR",
+                    help="with --reference: write a contact sheet per person seen in >= 2 cameras to DIR (a row of "
+                    "crops per track, with its global id) to check the reference's persons and the run's ids by eye")
     args = ap.parse_args(argv)
-    if args.persons and not args.reference:
-        ap.error("--persons needs --reference REF_RUN (persons are the reference run's tracks)")
+    if (args.persons or args.sheets) and not args.reference:
+        ap.error("--persons and --sheets need --reference REF_RUN (persons are the reference run's tracks)")
     r = report(Path(args.run))
     if args.reference:
         r["scored"] = score_against(Path(args.run), Path(args.reference))
@@ -362,6 +435,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_report(r)
         if args.persons:
             print_persons(r["scored"])
+    if args.sheets:
+        source = next(e for e in read_events(Path(args.run)) if e["type"] == "run_started")["cameras"][0]["source"]
+        files = write_sheets(r["scored"]["persons"], source, Path(args.sheets))
+        print(f"{len(files)} contact sheets in {args.sheets}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

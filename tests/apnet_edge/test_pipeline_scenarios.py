@@ -115,8 +115,40 @@ def test_report_scores_identities_against_a_reference_run(tmp_path: Path, capsys
         report.score_against(tmp_path / "good", tmp_path / "good")
     assert report.main([str(tmp_path / "bad"), "--reference", str(ref), "--persons"]) == 0
     assert "SPLIT" in capsys.readouterr().out
+    assert p["tracks"][1]["samples"] == [[f, 20 * f + 40.0, 10.0, 20 * f + 70.0, 90.0] for f in (4, 5, 6)]
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "bad"), "--persons"])
+
+
+def test_report_contact_sheets_cut_each_track_from_the_source(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    # a 200 x 100 source whose frame f is filled with grey level 30 * f: a crop's colour says which frame it came from
+    src = tmp_path / "frames"
+    src.mkdir()
+    for f in range(8):
+        cv2.imwrite(str(src / f"{f:04d}.png"), np.full((100, 200, 3), 30 * f, np.uint8))
+    ref_rows = [(f, 1, 20 + 20 * f, 10, 30, 80) for f in range(1, 8)]
+    ref = _write_run(tmp_path / "ref", [{"id": "full", "source": str(src)}], {"full": ref_rows}, [])
+    cams = [{"id": "left", "source": str(src), "roi": [0, 0, 100, 100]},
+            {"id": "right", "source": str(src), "roi": [100, 0, 200, 100]}]
+    mot = {"left": [(f, 1, 20 + 20 * f, 10, 30, 80) for f in range(1, 3)],
+           "right": [(f, 5, 20 * f - 80, 10, 30, 80) for f in range(5, 8)]}
+    ids = [{"type": "identity_created", "gid": 1, "camera": "left", "track_id": 1},
+           {"type": "identity_created", "gid": 2, "camera": "right", "track_id": 5}]
+    run = _write_run(tmp_path / "run", cams, mot, ids)
+    report = _report_module()
+    assert report.main([str(run), "--reference", str(ref), "--sheets", str(tmp_path / "sheets")]) == 0
+    (sheet,) = (tmp_path / "sheets").iterdir()
+    assert sheet.name == "person_001_split.png"  # one person, two global ids
+    img = cv2.imread(str(sheet))
+    assert img.shape == (2 * report.TILE_H, report.LABEL_W + report.SHEET_CROPS * report.TILE_W, 3)
+    row2 = img[report.TILE_H:, report.LABEL_W:]  # right track 5: source frames 4, 5, 6 (0-based), then padding
+    levels = [int(row2[50, i * report.TILE_W + 20, 0]) for i in range(4)]
+    assert levels[:3] == [120, 150, 180] and levels[3] == 0
+    with pytest.raises(SystemExit):
+        report.main([str(run), "--sheets", str(tmp_path / "x")])
 
 
 @needs_shared
