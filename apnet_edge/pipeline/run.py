@@ -20,10 +20,15 @@ Model errors are isolated per camera, so one camera's bad frame or crop never en
 
 An ended camera gets a ``camera_ended`` event with the error, a line in ``failures``, and its tracks end with
 reason ``camera_ended``. Errors in the matcher or the sinks are not per camera and still end the run.
+
+Times (the matcher's gaps, transit windows and time-to-live, the events' ``t``, the report) are on one run clock:
+seconds since each file/folder camera's first frame, and wall-clock seconds since the run started for live cameras
+(:func:`_run_clock`). The MOT files and the events' ``frame`` keep the source's frame index.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -120,6 +125,7 @@ class _Camera:
         self.mot: Optional[MotWriter] = None
         self.frames = 0
         self.first_t: Optional[float] = None
+        self.clock0: Optional[float] = None  # source timestamp that is 0 s of the run clock (see _run_clock)
         self.last_t: Optional[float] = None
         self.ended = False
         self.error: Optional[str] = None
@@ -199,6 +205,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
     for cam in cams.values():
         cam.thread.start()
     t_start = time.perf_counter()
+    run_wall0 = time.time()  # 0 s of the run clock for live sources
     last_log = last_progress = t_start
     # the re-ID output dimension: the runner's card says it; otherwise fixed by the first good call
     emb_dim: Optional[int] = int(getattr(getattr(reid, "card", None), "embedding_dim", 0) or 0) or None
@@ -215,7 +222,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                 if isinstance(item, EndOfStream):
                     end_camera(cam, item.error)
                     continue
-                batch.append((cam, item))
+                batch.append((cam, _run_clock(cam, item, run_wall0)))
             if not batch:
                 continue
             candidates: list[EmbedRequest] = []
@@ -401,6 +408,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
         "identities_created": events.counts.get("identity_created", 0) if events else None,
         "gallery_size": len(matcher.gallery),
         "gallery_evicted": matcher.evicted,
+        "tracks_superseded": matcher.superseded,  # lost tracks whose identity a new track of their camera took
         "events": dict(events.counts) if events else {},
         "latency_ms": stats.summary(),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
@@ -444,6 +452,20 @@ def _next_item(th: CameraThread, stop: threading.Event) -> Any:
             if not th.is_alive() and th.queue.empty():
                 return EndOfStream(th.cam.id, th.error or "capture thread died")
     return None
+
+
+def _run_clock(cam: _Camera, frame: Frame, run_wall0: float) -> Frame:
+    """``frame`` with its timestamp on the run clock that matching, events and the report share (seconds).
+
+    Sources stamp frames in their own time: a file or folder by its position (``index / fps``, so a camera that starts
+    at frame 398 starts at 39.8 s), a live source by the wall clock. Compared as they are, two cameras of one run would
+    disagree by the start offset (the matcher would see a time-halves handoff as 40 s long, or a negative gap) or by
+    ~1.8e9 s (a file next to a live camera). The run clock puts every file/folder camera's first frame at 0 (they are
+    played side by side from the run's start) and a live camera's frames at wall-clock seconds since the run started.
+    """
+    if cam.clock0 is None:
+        cam.clock0 = run_wall0 if cam.thread.cam.is_live else frame.timestamp
+    return dataclasses.replace(frame, timestamp=frame.timestamp - cam.clock0)
 
 
 def _end_tracks(cam: _Camera, cid: str, ended: list[int], scheduler: EmbeddingScheduler,

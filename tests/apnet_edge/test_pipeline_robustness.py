@@ -165,6 +165,28 @@ def test_loop_restarts_at_start_frame_and_time_keeps_counting(tmp_path: Path) ->
     assert len(seg_starts) == 1
 
 
+def test_cameras_of_one_run_share_one_clock_whatever_their_start_frame(tmp_path: Path) -> None:
+    """Two cameras on one 10 fps file, one from frame 0 and one from frame 20 (2 s in), played side by side: their
+    events and the matcher's gaps are on one run clock (each camera's first frame at 0 s), not the file's own."""
+    from apnet_edge.pipeline.run import run_pipeline
+
+    video = _counting_video(tmp_path / "count.avi", 30)
+    cfg = _cfg(tmp_path, [{"id": "early", "source": str(video)},
+                          {"id": "late", "source": str(video), "start_frame": 20}], max_frames=8)
+    nobody = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    # the person shows in `late` from its 4th frame (source frame 23, value 184) on
+    det = FakeDetector(fail=lambda img: nobody if 156 < img.mean() < 180 else None)
+    run_pipeline(cfg, detector=det, reid=FakeReid())
+    ev = _events(tmp_path)
+    starts = {e["camera"]: e for e in ev if e["type"] == "track_started"}
+    late = starts["late"]["frame"]  # 23, or 24 where the tracker confirms a new track on its second frame
+    assert starts["early"]["frame"] == 0 and late in (23, 24)  # the source's frame index stays
+    assert starts["early"]["t"] == 0.0 and starts["late"]["t"] == pytest.approx((late - 20) / 10)
+    assert all(0.0 <= e["t"] < 0.8 for e in ev if "t" in e)  # 8 frames at 10 fps: nothing at 2 s or later
+    (hand,) = [e for e in ev if e["type"] == "handoff"]  # the same person (same embedding) in both views
+    assert (hand["from_camera"], hand["to_camera"]) == ("early", "late") and 0.0 <= hand["gap_s"] < 0.5
+
+
 # ---------------------------------------------------------------- per-camera isolation of model errors
 
 
