@@ -10,7 +10,10 @@ Tracks waiting for a global id are matched together, once per iteration, against
 cosine similarity of L2-normalised embeddings, pairs below ``threshold`` forbidden, then Hungarian assignment
 (``scipy.optimize.linear_sum_assignment``) so two simultaneous tracks never take the same identity. A track left
 unassigned founds a new identity. An identity held by a live track of a camera cannot be taken by another track of
-that same camera (one person is never twice in one view); it can be taken in another camera (overlapping views).
+that same camera while both are in view (one person is never twice in one view); it can be taken in another camera
+(overlapping views). A holder the tracker has lost (last seen before the new track was first seen; the tracker keeps
+it for its lost buffer) does not block: the new track may take the identity, and the lost one is unbound (matched
+anew should it resume).
 With a topology, a move from camera A to camera B is allowed only along a listed transit whose time window holds
 the gap from the identity's last sighting to the track's first one (not to the time it is matched, which waits for a
 good crop) and, when the transit names them, across its ``exit`` edges of A and
@@ -22,7 +25,10 @@ similarity before the threshold, in full when both boxes touch the edges and les
 (linearly to 0 at the limit), so a nearer candidate wins a close call. Re-entry into the same camera needs no topology
 but must be physically possible (``max_speed``): the new track must start within ``max_speed * gap + 1`` body heights
 of where the identity was last seen in that camera, unless both places are at the frame edge (the person left the
-view and came back). Where and when tracks start and identities were last seen comes from :meth:`observe`, which the
+view and came back). A re-entry first seen within ``resume_s`` of the identity's last sighting there gets
+``resume_bonus``: the tracker lost the person for a moment (occlusion, a missed detection, a jump) and started a new
+track where the old one stopped, a fragment that the weak appearance of a small, just-occluded crop would otherwise
+leave with a new id. Where and when tracks start and identities were last seen comes from :meth:`observe`, which the
 run loop calls for every tracked box; without it these place checks are skipped.
 
 An identity keeps a bank of at most ``bank_size`` per-track embeddings (the good-crop mean of each track bound to
@@ -130,6 +136,8 @@ class CrossCameraMatcher:
             self._transits.setdefault((t.src, t.dst), []).append(t)
         self._first: dict[Key, tuple[Box, float]] = {}  # live track -> (first box, stream time)
         self._last: dict[Key, Box] = {}  # live track -> latest box
+        self._last_t: dict[Key, float] = {}  # live track -> stream time of its latest box
+        self.superseded = 0  # lost tracks whose identity a new track of their camera took over
         self._size: dict[str, tuple[int, int]] = {}  # camera -> frame (width, height) in pixels
 
     def observe(self, camera_id: str, track_id: int, box: Box, frame_size: tuple[int, int], now: float) -> None:
@@ -139,6 +147,7 @@ class CrossCameraMatcher:
         self._size[camera_id] = (int(frame_size[0]), int(frame_size[1]))
         self._first.setdefault(key, (b, now))
         self._last[key] = b
+        self._last_t[key] = now
 
     def _edge_gaps(self, camera_id: str, box: Box) -> Optional[dict[str, float]]:
         """Pixels from ``box`` to each frame edge of ``camera_id`` beyond ``edge_margin`` (<= 0: touching it);
@@ -203,12 +212,23 @@ class CrossCameraMatcher:
         dist = float(np.hypot((box[0] + box[2] - last[0] - last[2]) / 2, (box[1] + box[3] - last[1] - last[3]) / 2))
         return dist / height <= self.cfg.max_speed * gap + REACH_SLACK
 
+    def _lost_before(self, holder: Key, key: Optional[Key]) -> bool:
+        """Whether live track ``holder`` was last seen before track ``key`` was first seen (the tracker still keeps it
+        in its lost buffer, but the two never were in view together); False when either time is unknown."""
+        first = self._first.get(key) if key is not None else None
+        last_t = self._last_t.get(holder)
+        return first is not None and last_t is not None and last_t < first[1]
+
     def _prior(self, ident: Identity, camera_id: str, now: float, key: Optional[Key] = None) -> Optional[float]:
         """Similarity bonus for ``ident`` appearing in ``camera_id`` at ``now`` as track ``key``; None = not allowed."""
-        if any(k[0] == camera_id for k in ident.tracks):
-            return None
+        if any(k[0] == camera_id and not self._lost_before(k, key) for k in ident.tracks):
+            return None  # held by a track of this camera that is in view with this one: one person, one track
         if ident.last_camera == camera_id:
-            return 0.0 if self._reachable(ident, camera_id, key) else None
+            if not self._reachable(ident, camera_id, key):
+                return None
+            first = self._first.get(key) if key is not None else None
+            gap = (first[1] if first is not None else now) - ident.last_seen
+            return self.cfg.resume_bonus if first is not None and gap <= self.cfg.resume_s else 0.0
         if not self._transits:
             return 0.0
         first = self._first.get(key) if key is not None else None
@@ -277,6 +297,8 @@ class CrossCameraMatcher:
         return out
 
     def _bind(self, ident: Identity, cam: str, tid: int, emb: np.ndarray, now: float) -> None:
+        for k in [k for k in ident.tracks if k[0] == cam]:  # a lost track of this camera: the new one replaces it
+            self._unbind(k, ident)
         ident.tracks.add((cam, tid))
         ident.cameras.add(cam)
         ident.n_tracks += 1
@@ -348,6 +370,8 @@ class CrossCameraMatcher:
             merged = old.founder == key and old.n_tracks == 1
             if merged:
                 del self.gallery[gid_from]
+            for k in [k for k in target.tracks if k[0] == key[0]]:  # a lost track of this camera (see _prior)
+                self._unbind(k, target)
             target.tracks.add(key)
             target.cameras.add(key[0])
             target.n_tracks += 1
@@ -362,6 +386,14 @@ class CrossCameraMatcher:
             out.append(Revision(key[0], key[1], gid_from, g, s, own, merged))
         return out
 
+    def _unbind(self, key: Key, ident: Identity) -> None:
+        """Take the live track ``key`` off ``ident`` (its bank entry stays); should it resume, it is matched anew."""
+        ident.tracks.discard(key)
+        self.bound.pop(key, None)
+        self.bound_at.pop(key, None)
+        self._dirty.discard(key)
+        self.superseded += 1
+
     def release(self, camera_id: str, track_id: int) -> Optional[int]:
         """The track ended: unbind it; its identity stays in the gallery for re-entry. Returns the gid."""
         key = (camera_id, track_id)
@@ -370,6 +402,7 @@ class CrossCameraMatcher:
         self._dirty.discard(key)
         self._first.pop(key, None)
         self._last.pop(key, None)
+        self._last_t.pop(key, None)
         if gid is not None and gid in self.gallery:
             self.gallery[gid].tracks.discard(key)
         return gid

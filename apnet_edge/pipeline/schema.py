@@ -175,6 +175,10 @@ class MatcherConfig:
     #                       # boxes may lie short of their edges by what can be walked in the gap; 0 = no check
     #                       # (transits then need both boxes at their edges)
     edge_margin: float = 0.05  # fraction of the frame width/height that counts as its edge (exit/entry, re-entry)
+    resume_bonus: float = 0.15  # added to similarity (before the threshold) when a track starts within resume_s of
+    #                           # its identity's last sighting in the same camera, within max_speed reach: the
+    #                           # tracker lost the person a moment and started a new track (0 = no bonus)
+    resume_s: float = 1.0  # seconds from that last sighting to the new track's first one
 
 
 @dataclass(frozen=True)
@@ -383,6 +387,9 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     _check_range(match.min_crop_quality, 0.0, 1.0, "matcher.min_crop_quality")
     _check_range(match.revise_margin, 0.0, 2.0, "matcher.revise_margin")
     _check_range(match.edge_margin, 0.0, 0.5, "matcher.edge_margin")
+    _check_range(match.resume_bonus, 0.0, 1.0, "matcher.resume_bonus")
+    if match.resume_s < 0:
+        raise ConfigError(f"'matcher.resume_s' must be >= 0 seconds, found {match.resume_s}")
     if match.max_speed < 0:
         raise ConfigError(f"'matcher.max_speed' must be >= 0 (0 = no re-entry check), found {match.max_speed}")
     for key in ("min_track_frames", "min_good_crops", "bank_size"):

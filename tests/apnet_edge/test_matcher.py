@@ -315,3 +315,57 @@ def test_place_keys_parse(tmp_path: Path) -> None:
                                                     "bonus": 0.15}], "max_speed": 1.5}), tmp_path)
     t = cfg.matcher.topology[0]
     assert (t.exit, t.entry, t.bonus, cfg.matcher.max_speed) == (("right",), ("left", "top"), 0.15, 1.5)
+
+
+# ------------------------------------------------------------------ tracker fragments: a lost track, a new one
+
+
+def _fragment(gap: float, first_box: tuple, sim: float, **kw: object) -> tuple[CrossCameraMatcher, int, int]:
+    """Person p is track a/1 (mid-frame, 100 px tall) until t=0; the tracker loses it but still keeps it (no release),
+    and starts track a/2 ``gap`` s later at ``first_box`` with an embedding at cosine ``sim`` to p.
+    Returns the matcher, p's gid and the gid track a/2 got."""
+    p = _people(1, seed=21)[0]
+    m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0, **kw))
+    m.observe("a", 1, (180, 100, 220, 200), (400, 300), 0.0)
+    g = m.assign([("a", 1, p)], now=0.0)[0].gid
+    m.update("a", 1, p, 0.0)
+    m.observe("a", 2, first_box, (400, 300), gap)
+    m.observe("a", 2, first_box, (400, 300), gap + 0.3)
+    return m, g, m.assign([("a", 2, _at_cosine(p, sim, seed=5))], now=gap + 0.3)[0].gid
+
+
+def test_a_lost_track_does_not_keep_its_identity_from_the_new_track_of_that_person() -> None:
+    near = (190, 100, 230, 200)
+    m, g, got = _fragment(0.5, near, 0.9)
+    assert got == g and m.gid_of("a", 2) == g
+    assert m.gid_of("a", 1) is None and m.superseded == 1  # the lost track is unbound: matched anew if it resumes
+    assert m.release("a", 1) is None and g in m.gallery and ("a", 2) in m.gallery[g].tracks
+    # a holder still in view when the new track appeared keeps the identity (one person, one track per view)
+    p = _people(1, seed=21)[0]
+    m2 = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0))
+    m2.observe("a", 1, (180, 100, 220, 200), (400, 300), 0.0)
+    g2 = m2.assign([("a", 1, p)], now=0.0)[0].gid
+    m2.observe("a", 1, (180, 100, 220, 200), (400, 300), 0.5)  # still seen when track 2 starts
+    m2.observe("a", 2, near, (400, 300), 0.5)
+    assert m2.assign([("a", 2, _near(p, 1))], now=0.6)[0].gid != g2 and m2.gid_of("a", 1) == g2
+
+
+@pytest.mark.parametrize("gap, box, sim, joins", [
+    (0.5, (190, 100, 230, 200), 0.65, True),  # resumes next to where it was lost: 0.65 + 0.15 >= 0.75
+    (1.5, (190, 100, 230, 200), 0.65, False),  # later than resume_s: no bonus, 0.65 < 0.75
+    (0.5, (190, 100, 230, 200), 0.55, False),  # too unlike even with the bonus
+    (0.2, (330, 100, 370, 200), 0.9, False),  # 1.5 heights away in 0.2 s: not reachable, whatever the look
+])
+def test_resume_bonus_joins_a_fragment_where_and_when_the_track_was_lost(gap: float, box: tuple, sim: float,
+                                                                        joins: bool) -> None:
+    _, g, got = _fragment(gap, box, sim)
+    assert (got == g) is joins
+    _, g, got = _fragment(gap, box, sim, resume_bonus=0.0)
+    assert (got == g) is (joins and sim >= 0.75)
+
+
+@pytest.mark.parametrize("matcher, needle", [({"resume_bonus": 1.5}, "matcher.resume_bonus"),
+                                             ({"resume_s": -1}, "matcher.resume_s")])
+def test_resume_keys_are_validated(tmp_path: Path, matcher: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_cams(_cams(tmp_path, matcher), tmp_path)
