@@ -259,7 +259,8 @@ def table3(calib: Sequence[np.ndarray], out_dir: PathLike, variants: Sequence[st
             "seconds": seconds, "threads": threads, "levels": {str(k): v for k, v in info.items()},
             "speed": {v: {str(lv): {str(b): s for b, s in cell.items()} for lv, cell in per.items()}
                       for v, per in speed.items()},
-            "attention_overhead": overhead, "pyramid_over_se": over_se, "worst_overhead": worst, "max_allowed_overhead": MAX_ATTENTION_OVERHEAD,
+            "attention_overhead": overhead, "pyramid_over_se": over_se, "worst_overhead": worst,
+            "max_allowed_overhead": MAX_ATTENTION_OVERHEAD,
             "passed": worst is not None and worst <= MAX_ATTENTION_OVERHEAD, "skipped": skipped,
             "openvino_static_shapes": static_shapes, "machine": machine_info()}
 

@@ -228,7 +228,8 @@ class CrossCameraMatcher:
                 return None
             first = self._first.get(key) if key is not None else None
             gap = (first[1] if first is not None else now) - ident.last_seen
-            return self.cfg.resume_bonus if first is not None and gap <= self.cfg.resume_s else 0.0
+            # not for a track that was in view while the identity still was (gap < 0): two people side by side
+            return self.cfg.resume_bonus if first is not None and 0.0 <= gap <= self.cfg.resume_s else 0.0
         if not self._transits:
             return 0.0
         first = self._first.get(key) if key is not None else None

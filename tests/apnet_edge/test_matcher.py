@@ -364,6 +364,22 @@ def test_resume_bonus_joins_a_fragment_where_and_when_the_track_was_lost(gap: fl
     assert (got == g) is (joins and sim >= 0.75)
 
 
+def test_no_resume_bonus_for_a_track_that_was_in_view_with_the_identity() -> None:
+    """Two tracks side by side in one camera are two people: when the one holding the identity ends, the other may
+    still take it on appearance alone, but not with the resume bonus."""
+    p = _people(1, seed=21)[0]
+    for sim, joins in ((0.65, False), (0.8, True)):
+        m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0))
+        m.observe("a", 1, (180, 100, 220, 200), (400, 300), 0.0)
+        g = m.assign([("a", 1, p)], now=0.0)[0].gid
+        m.observe("a", 2, (225, 100, 265, 200), (400, 300), 0.2)  # next to it, both in view
+        m.observe("a", 1, (180, 100, 220, 200), (400, 300), 0.5)
+        m.update("a", 1, p, 0.5)
+        m.release("a", 1)
+        got = m.assign([("a", 2, _at_cosine(p, sim, seed=6))], now=0.7)[0].gid
+        assert (got == g) is joins, sim
+
+
 @pytest.mark.parametrize("matcher, needle", [({"resume_bonus": 1.5}, "matcher.resume_bonus"),
                                              ({"resume_s": -1}, "matcher.resume_s")])
 def test_resume_keys_are_validated(tmp_path: Path, matcher: dict, needle: str) -> None:
