@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper  # noqa: E402
 from apnet_edge.errors import ModelError  # noqa: E402
 from apnet_edge.preprocess import preprocess_crops  # noqa: E402
 from export.onnx_export import export_onnx, load_onnx_card  # noqa: E402
-from export.quantize import quantize_onnx  # noqa: E402
+from export.quantize import pooled_vector_nodes, quantize_onnx  # noqa: E402
 
 # The tiny model has random weights: random deep nets amplify quantization noise far more than trained ones
 # (a trained OSNet re-ID model reaches ~0.96 with the same settings), so these floors only catch breakage.
@@ -94,6 +94,12 @@ def test_qdq_graph_and_card(quantized, fp32, real_crops):
             assert consumers[g.output[0]].op_type == "QuantizeLinear"
         pooled = [n for n in model.graph.node if n.op_type == "GlobalAveragePool"]
         assert len(pooled) == 4 and all(consumers[n.output[0]].op_type == "QuantizeLinear" for n in pooled)
+        # the sums and concatenations on pooled (N, C) vectors that make scale and shift stay float: no Q/DQ there
+        vector_ops = set(pooled_vector_nodes(onnx.load(str(fp32))))
+        assert {"Add", "Concat"} <= {n.op_type for n in model.graph.node if n.name in vector_ops}
+        assert vector_ops <= set(q["excluded_nodes"])
+        for n in (n for n in model.graph.node if n.name in vector_ops):
+            assert all(producers[i].op_type != "DequantizeLinear" for i in n.input if i in producers), n.name
     else:  # TensorRT: int8 everywhere, zero point 0, float weights behind Q/DQ pairs, float biases
         assert (q["activation_type"], q["weight_type"]) == ("QInt8", "QInt8") and q["activation_symmetric"]
         assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
