@@ -72,6 +72,16 @@ def float_gate_arithmetic(model: Any, gates: Sequence[str]) -> int:
     return rewired
 
 
+def read_with_float_gates(core: Any, path: str, gates: Sequence[str]) -> Any:
+    """OpenVINO ``core``'s model of the ONNX file ``path`` with :func:`float_gate_arithmetic` applied to ``gates``;
+    None when nothing matched (read the file as it is). The runner's static copies and its crash probe both read the
+    model this way, so the probe compiles exactly the graph the runner will."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    return core.read_model(proto.SerializeToString()) if float_gate_arithmetic(proto, gates) else None
+
+
 def _drop_unread_qdq(graph: Any) -> None:
     """Remove QuantizeLinear/DequantizeLinear nodes whose outputs nothing reads (repeatedly: a Q feeding only a
     dropped DQ goes too)."""

@@ -41,13 +41,12 @@ import numpy as np
 import openvino as ov
 a = json.loads(sys.argv[1])
 core = ov.Core()
-model = core.read_model(a["path"])
+model = None
 if a["gates"]:
-    import onnx
-    from apnet_edge.runners.gates import float_gate_arithmetic
-    proto = onnx.load(a["path"])
-    if float_gate_arithmetic(proto, a["gates"]):
-        model = core.read_model(proto.SerializeToString())
+    from apnet_edge.runners.gates import read_with_float_gates
+    model = read_with_float_gates(core, a["path"], a["gates"])
+if model is None:
+    model = core.read_model(a["path"])
 shape = [a["batch"], *a["rest"]]
 model.reshape({model.input(0): ov.PartialShape(shape)})
 compiled = core.compile_model(model, a["device"], a["config"])
@@ -208,14 +207,11 @@ class OpenVinoRunner(Runner):
         """The graph the static copies are made from: with float gate arithmetic where that applies."""
         self.static_float_gates = False
         if self._gates:
-            import onnx
-
-            from apnet_edge.runners.gates import float_gate_arithmetic
+            from apnet_edge.runners.gates import read_with_float_gates
 
             try:
-                proto = onnx.load(str(self.path))
-                if float_gate_arithmetic(proto, self._gates):
-                    model = self._core.read_model(proto.SerializeToString())
+                model = read_with_float_gates(self._core, str(self.path), self._gates)
+                if model is not None:
                     self.static_float_gates = True
                     return model
             except Exception as exc:  # keep the quantized gates rather than fail
