@@ -198,9 +198,9 @@ class CrossCameraMatcher:
         fit = 1.0 - walk_px / height / reach
         return fit if fit >= 0.0 else None
 
-    def _reachable(self, ident: Identity, camera_id: str, key: Optional[Key]) -> bool:
-        """Whether track ``key`` of ``camera_id`` can be ``ident`` coming back to the camera it was last seen in."""
-        first = self._first.get(key) if key is not None else None
+    def _reachable(self, ident: Identity, camera_id: str, first: Optional[tuple[Box, float]]) -> bool:
+        """Whether a track of ``camera_id`` first seen at ``first`` (box, time) can be ``ident`` coming back to the
+        camera it was last seen in."""
         last = ident.last_box
         if self.cfg.max_speed <= 0 or first is None or last is None:
             return True
@@ -212,30 +212,28 @@ class CrossCameraMatcher:
         dist = float(np.hypot((box[0] + box[2] - last[0] - last[2]) / 2, (box[1] + box[3] - last[1] - last[3]) / 2))
         return dist / height <= self.cfg.max_speed * gap + REACH_SLACK
 
-    def _lost_before(self, holder: Key, key: Optional[Key]) -> bool:
-        """Whether live track ``holder`` was last seen before track ``key`` was first seen (the tracker still keeps it
-        in its lost buffer, but the two never were in view together); False when either time is unknown."""
-        first = self._first.get(key) if key is not None else None
+    def _lost_before(self, holder: Key, first: Optional[tuple[Box, float]]) -> bool:
+        """Whether live track ``holder`` was last seen before a track first seen at ``first`` (box, time) (the tracker
+        still keeps it in its lost buffer, but the two never were in view together); False when either is unknown."""
         last_t = self._last_t.get(holder)
         return first is not None and last_t is not None and last_t < first[1]
 
     def _prior(self, ident: Identity, camera_id: str, now: float, key: Optional[Key] = None) -> Optional[float]:
         """Similarity bonus for ``ident`` appearing in ``camera_id`` at ``now`` as track ``key``; None = not allowed."""
-        if any(k[0] == camera_id and not self._lost_before(k, key) for k in ident.tracks):
+        first = self._first.get(key) if key is not None else None
+        if any(k[0] == camera_id and not self._lost_before(k, first) for k in ident.tracks):
             return None  # held by a track of this camera that is in view with this one: one person, one track
+        # from the identity's last sighting to the track's FIRST one, not to now: a track is matched only after its
+        # first good crop, which may come seconds after it appeared (at the entry edge, where it was lost)
+        gap = (first[1] if first is not None else now) - ident.last_seen
         if ident.last_camera == camera_id:
-            if not self._reachable(ident, camera_id, key):
+            if not self._reachable(ident, camera_id, first):
                 return None
-            first = self._first.get(key) if key is not None else None
-            gap = (first[1] if first is not None else now) - ident.last_seen
             # not for a track that was in view while the identity still was (gap < 0): two people side by side
             return self.cfg.resume_bonus if first is not None and 0.0 <= gap <= self.cfg.resume_s else 0.0
         if not self._transits:
             return 0.0
-        first = self._first.get(key) if key is not None else None
-        # the walk took from the identity's last sighting to the track's FIRST one, not to now: a track is matched
-        # only after its first good crop, which may come seconds after it appeared at the entry edge
-        gap = max((first[1] if first is not None else now) - ident.last_seen, 0.0)
+        gap = max(gap, 0.0)
         best: Optional[float] = None  # the best-fitting transit's bonus
         for t in self._transits.get((ident.last_camera, camera_id), []):
             if not (t.min_s <= gap <= t.max_s or (ident.tracks and t.min_s == 0.0)):
@@ -298,8 +296,7 @@ class CrossCameraMatcher:
         return out
 
     def _bind(self, ident: Identity, cam: str, tid: int, emb: np.ndarray, now: float) -> None:
-        for k in [k for k in ident.tracks if k[0] == cam]:  # a lost track of this camera: the new one replaces it
-            self._unbind(k, ident)
+        self._supersede(ident, cam)
         ident.tracks.add((cam, tid))
         ident.cameras.add(cam)
         ident.n_tracks += 1
@@ -371,8 +368,7 @@ class CrossCameraMatcher:
             merged = old.founder == key and old.n_tracks == 1
             if merged:
                 del self.gallery[gid_from]
-            for k in [k for k in target.tracks if k[0] == key[0]]:  # a lost track of this camera (see _prior)
-                self._unbind(k, target)
+            self._supersede(target, key[0])
             target.tracks.add(key)
             target.cameras.add(key[0])
             target.n_tracks += 1
@@ -387,13 +383,15 @@ class CrossCameraMatcher:
             out.append(Revision(key[0], key[1], gid_from, g, s, own, merged))
         return out
 
-    def _unbind(self, key: Key, ident: Identity) -> None:
-        """Take the live track ``key`` off ``ident`` (its bank entry stays); should it resume, it is matched anew."""
-        ident.tracks.discard(key)
-        self.bound.pop(key, None)
-        self.bound_at.pop(key, None)
-        self._dirty.discard(key)
-        self.superseded += 1
+    def _supersede(self, ident: Identity, camera_id: str) -> None:
+        """A new track of ``camera_id`` takes ``ident``: unbind the lost track of that camera still holding it (only a
+        lost one can, see :meth:`_prior`); its bank entry stays, and should it resume it is matched anew."""
+        for key in [k for k in ident.tracks if k[0] == camera_id]:
+            ident.tracks.discard(key)
+            self.bound.pop(key, None)
+            self.bound_at.pop(key, None)
+            self._dirty.discard(key)
+            self.superseded += 1
 
     def release(self, camera_id: str, track_id: int) -> Optional[int]:
         """The track ended: unbind it; its identity stays in the gallery for re-entry. Returns the gid."""
