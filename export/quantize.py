@@ -376,22 +376,17 @@ def pooled_vector_nodes(model: Any, op_types: Sequence[str] = ("Add", "Concat"))
     graph = model.graph
     consts = {i.name for i in graph.initializer}
     consts |= {o for n in graph.node if n.op_type in ("Constant", "ConstantOfShape", "Shape") for o in n.output}
-    vec = {o for n in graph.node if n.op_type in ("GlobalAveragePool", "ReduceMean") for o in n.output}
+    vec: set[str] = set()
     chosen: list[str] = []
-    changed = True
-    seen: set[str] = set()
-    while changed:
-        changed = False
-        for n in graph.node:
-            if n.name in seen or n.op_type in ("GlobalAveragePool", "ReduceMean"):
-                continue
-            data = [i for i in n.input if i and i not in consts]
-            if data and all(i in vec for i in data):
-                seen.add(n.name)
-                vec.update(n.output)
-                changed = True
-                if n.op_type in op_types:
-                    chosen.append(n.name)
+    for n in graph.node:  # ONNX keeps nodes in topological order: one pass sees every producer first
+        if n.op_type in ("GlobalAveragePool", "ReduceMean"):
+            vec.update(n.output)
+            continue
+        data = [i for i in n.input if i and i not in consts]
+        if data and all(i in vec for i in data):
+            vec.update(n.output)
+            if n.op_type in op_types:
+                chosen.append(n.name)
     return sorted(chosen)
 
 
@@ -524,12 +519,12 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
         if keep_float_preamble:
             excluded = sorted(set(excluded) | set(input_preamble(prepared_model)))
         gates: list[str] = []
-        float_muls: list[str] = []  # with the gates quantized, every other Mul (and the gates' vector sums) stay float
+        float_attention: list[str] = []  # with the gates quantized: every other Mul and the gates' vector sums
         if (target == "cpu" if quantize_gates is None else quantize_gates) and op_types is not None \
                 and "Mul" not in op_types:
-            gates, float_muls = feature_map_gates(prepared_model)
+            gates, float_attention = feature_map_gates(prepared_model)
             gates = [g for g in gates if g not in excluded]
-            float_muls = [*float_muls, *pooled_vector_nodes(prepared_model)]
+            float_attention += pooled_vector_nodes(prepared_model)
             if gates:
                 op_types = (*op_types, "Mul")
         act_type, w_type, extra = _target_settings(target)
@@ -555,7 +550,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
                     warnings.simplefilter("ignore")  # ORT prints/warns per tensor; the result's fields say what matters
                     _quantize_static(prepared, dest, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                                      reduce_range=False, activation_type=act_type, weight_type=w_type,
-                                     nodes_to_exclude=sorted({*nodes_to_exclude, *float_muls}) or None,
+                                     nodes_to_exclude=sorted({*nodes_to_exclude, *float_attention}) or None,
                                      op_types_to_quantize=list(op_types) if op_types is not None else None,
                                      calibrate_method=calib_method, extra_options=opts, cache=cache)
             except Exception as exc:
@@ -569,7 +564,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
 
         search: Optional[KeepFloatSearch] = None
         if auto:
-            kept_float = {*excluded, *float_muls}
+            kept_float = {*excluded, *float_attention}
             quantizable = [n.name for n in prepared_model.graph.node if n.op_type in (op_types or ())
                            and n.name not in kept_float]
             groups = layer_groups(prepared_model, quantizable)
@@ -588,7 +583,7 @@ def quantize_onnx(onnx_path: PathLike, calib: Union[PathLike, Sequence[np.ndarra
             warnings.warn(f"{len(skipped)} calibration images could not be read and were skipped "
                           f"(e.g. {skipped[0]})", stacklevel=2)
 
-        excluded = sorted({*excluded, *float_muls})  # what stays float, as the card reports it
+        excluded = sorted({*excluded, *float_attention})  # what stays float, as the card reports it
         qmodel = onnx.load(str(quantized))
         n_q = sum(1 for n in qmodel.graph.node if n.op_type == "QuantizeLinear")
         if n_q == 0:
