@@ -226,8 +226,8 @@ def person_breakdown(persons: list[int], person: dict[tuple[str, int], int], box
         tracks = []
         for k in keys:
             fr = boxes[k]
-            f0, f1 = min(fr), max(fr)
             frames = sorted(fr)
+            f0, f1 = frames[0], frames[-1]
             picks = sorted({frames[round(i * (len(frames) - 1) / (SHEET_CROPS - 1))] for i in range(SHEET_CROPS)})
             tracks.append({"camera": k[0], "track_id": k[1], "frames": [f0, f1],
                            "first_box": [round(v, 1) for v in fr[f0]], "last_box": [round(v, 1) for v in fr[f1]],
@@ -255,7 +255,7 @@ def write_sheets(persons: list[dict[str, Any]], source: str, out: Path) -> list[
         for r, t in enumerate(p["tracks"]):
             for f, *box in t["samples"]:
                 need[int(f)].append((i, r, box))
-    tiles: dict[tuple[int, int], list[tuple[int, Any]]] = defaultdict(list)
+    tiles: dict[tuple[int, int], list[Any]] = defaultdict(list)  # (person idx, row) -> crops, in frame order
     src = Path(source)
     if src.is_dir():
         files = sorted(q for q in src.iterdir() if q.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
@@ -282,7 +282,7 @@ def write_sheets(persons: list[dict[str, Any]], source: str, out: Path) -> list[
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             crop = img[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
             if crop.size:
-                tiles[(i, r)].append((f, cv2.resize(crop, (TILE_W, TILE_H))))
+                tiles[(i, r)].append(cv2.resize(crop, (TILE_W, TILE_H)))
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, p in enumerate(persons):
@@ -292,7 +292,7 @@ def write_sheets(persons: list[dict[str, Any]], source: str, out: Path) -> list[
             for j, text in enumerate((f"{t['camera']} track {t['track_id']}", f"gid {t['gid']}",
                                       f"frames {t['frames'][0]}-{t['frames'][1]}")):
                 cv2.putText(label, text, (3, 22 + 28 * j), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-            row = [im for _, im in sorted(tiles.get((i, r), []), key=lambda x: x[0])]
+            row = list(tiles.get((i, r), []))  # frames are read in increasing order
             row += [np.zeros((TILE_H, TILE_W, 3), np.uint8)] * (SHEET_CROPS - len(row))
             rows.append(np.concatenate([label, *row], axis=1))
         name = f"person_{p['person']:03d}{'_split' if len(p['gids']) > 1 else ''}.png"
