@@ -295,13 +295,16 @@ class CrossCameraMatcher:
         self._bound_size()
         return out
 
-    def _bind(self, ident: Identity, cam: str, tid: int, emb: np.ndarray, now: float) -> None:
+    def _bind(self, ident: Identity, cam: str, tid: int, emb: np.ndarray, now: float,
+              bound_at: Optional[float] = None) -> None:
+        """Track (cam, tid) takes ``ident`` at ``now`` with its good-crop embedding ``emb``. ``bound_at``: when it
+        first got an id (a revision keeps it, so moving does not extend the track's provisional window); default now."""
         self._supersede(ident, cam)
         ident.tracks.add((cam, tid))
         ident.cameras.add(cam)
         ident.n_tracks += 1
         self.bound[(cam, tid)] = ident.gid
-        self.bound_at[(cam, tid)] = now
+        self.bound_at[(cam, tid)] = now if bound_at is None else bound_at
         self.update(cam, tid, emb, now)
         self._dirty.discard((cam, tid))
 
@@ -368,15 +371,7 @@ class CrossCameraMatcher:
             merged = old.founder == key and old.n_tracks == 1
             if merged:
                 del self.gallery[gid_from]
-            self._supersede(target, key[0])
-            target.tracks.add(key)
-            target.cameras.add(key[0])
-            target.n_tracks += 1
-            target.last_seen = max(target.last_seen, now)
-            target.last_camera = key[0]
-            target.last_box = self._last.get(key, target.last_box)
-            self._bank_put(target, key, emb)
-            self.bound[key] = g
+            self._bind(target, key[0], key[1], emb, now, bound_at=self.bound_at.get(key))
             moved.add(key)
             received.add(g)
             self.revised += 1
