@@ -276,9 +276,9 @@ def write_sheets(persons: list[dict[str, Any]], source: str, out: Path) -> list[
                 f += 1
         frames = _read()
     for f, img in frames:
+        if img is None:
+            continue
         for i, r, box in need.get(f, ()):
-            if img is None:
-                continue
             x1, y1, x2, y2 = (int(round(v)) for v in box)
             crop = img[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
             if crop.size:
