@@ -178,10 +178,19 @@ def format_table(results: Sequence[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def write_json(results: Sequence[BenchResult], path: str | Path) -> None:
+def write_json(results: Sequence[BenchResult], path: str | Path, profiles: Sequence[Any] = ()) -> None:
+    """A JSON list with one object per model; with ``profiles`` (:class:`~apnet_edge.profiling.ModelProfile`), each
+    model's object also holds its per-node profiles under ``"profiles"`` (one per batch size)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    rows = []
+    for r in results:
+        row = r.to_dict()
+        mine = [q.to_dict() for q in profiles if q.model == r.model]
+        if mine:
+            row["profiles"] = mine
+        rows.append(row)
+    p.write_text(json.dumps(rows, indent=2))
 
 
 def plot_latency(results: Sequence[BenchResult], path: str | Path) -> Path:

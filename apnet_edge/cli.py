@@ -405,6 +405,11 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    "that static batch, as a fixed-batch deployment runs; faster)")
     p.add_argument("--json", dest="json_out", help="write the results to this JSON file")
     p.add_argument("--plot", help="write latency and images/s against batch size to this PNG")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile each model node by node at each batch size (ONNX Runtime and OpenVINO; for "
+                        "TensorRT use trtexec --dumpProfile): the slowest nodes and the time per op type")
+    p.add_argument("--profile-runs", type=int, default=50, help="--profile: infer calls averaged (default 50)")
+    p.add_argument("--top", type=int, default=15, help="--profile: slowest nodes listed (default 15)")
 
 
 @command("bench", "latency p50/p95/p99, images/s and memory of a model, per batch size")
@@ -418,18 +423,39 @@ def _bench(args: argparse.Namespace) -> int:
     if not batches or min(batches) < 1:
         raise ApnetError(f"--batch needs positive batch sizes, found {args.batch!r}")
     if args.matrix or args.table3:
+        if args.profile:
+            raise ApnetError("--profile applies to --model (profile the files --matrix/--table3 wrote with --model)")
         return _bench_tables(args, batches)
     if not args.model:
         raise ApnetError("bench needs --model M (or --matrix CHECKPOINT / --table3 with --calib DIR)")
     static = not args.dynamic_shapes
-    results = [bench_model(args.model, args.backend, batches, args.threads, min_seconds=args.seconds,
-                           static_shapes=static)]
-    if args.compare:
-        results.append(bench_model(args.compare, args.compare_backend, batches, args.threads, min_seconds=args.seconds,
-                                   static_shapes=static))
+    models = [(args.model, args.backend)] + ([(args.compare, args.compare_backend)] if args.compare else [])
+    if args.profile:
+        from apnet_edge.profiling import PROFILED_BACKENDS
+        from apnet_edge.runners import backend_for
+
+        if args.profile_runs < 1 or args.top < 1:
+            raise ApnetError(f"--profile-runs and --top must be >= 1, found {args.profile_runs} and {args.top}")
+        for model, backend in models:  # before the timing runs: a model that cannot be profiled fails fast
+            name = backend_for(model, backend)
+            if name not in PROFILED_BACKENDS:
+                raise ApnetError(f"--profile works on ONNX Runtime and OpenVINO; {model} runs on {name or backend}"
+                                 + (" (profile an engine with: trtexec --loadEngine=ENGINE --dumpProfile "
+                                    "--separateProfileRun)" if name == "tensorrt" else ""))
+    results = [bench_model(m, b, batches, args.threads, min_seconds=args.seconds, static_shapes=static)
+               for m, b in models]
     _out(format_table(results))
+    profiles = []
+    if args.profile:
+        from apnet_edge.profiling import format_profile, profile_model
+
+        for model, backend in models:
+            for n in batches:
+                profiles.append(profile_model(model, backend, n, args.threads, runs=args.profile_runs,
+                                              static_shapes=static))
+                _out("\n" + format_profile(profiles[-1], top=args.top))
     if args.json_out:
-        write_json(results, args.json_out)
+        write_json(results, args.json_out, profiles)
         _out(f"wrote {args.json_out}")
     if args.plot:
         _out(f"wrote {plot_latency(results, args.plot)}")

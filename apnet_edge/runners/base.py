@@ -18,6 +18,7 @@ import numpy as np
 from apnet_edge.card import ModelCard
 from apnet_edge.errors import ModelError
 from apnet_edge.preprocess import preprocess_crops
+from apnet_edge.profiling import ExecutionProfile
 
 Dim = Optional[int]  # a graph dimension: an int when static, None when dynamic
 Batch = Union[np.ndarray, Sequence[np.ndarray]]
@@ -151,6 +152,12 @@ class Runner(abc.ABC):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}, task={self.task}, input={self.input_shape}, "
                 f"max_batch={self.max_batch}, precision={self.precision})")
+
+    def node_profile(self, executions: int) -> ExecutionProfile:
+        """Mean time per node over the last ``executions`` model executions (``_run`` calls), slowest first, and their
+        mean time; needs a runner opened with ``profile=True``. Backends that cannot profile raise ModelError."""
+        raise ModelError(f"{self.name}: per-node profiles are available on ONNX Runtime and OpenVINO, not on "
+                         f"{self.backend}")
 
     @abc.abstractmethod
     def _activate(self) -> None: ...

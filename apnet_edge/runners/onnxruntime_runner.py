@@ -3,6 +3,9 @@ sidecar card) or detector, on the CPU by default, on CUDA / TensorRT execution p
 
 from __future__ import annotations
 
+import bisect
+import json
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -11,6 +14,7 @@ import numpy as np
 
 from apnet_edge.card import ModelCard
 from apnet_edge.errors import ModelError, require
+from apnet_edge.profiling import ExecutionProfile, mean_node_times
 from apnet_edge.runners.base import CARD_KEY, Runner, graph_facts, one_line, resolve_card
 
 PROVIDER_ALIASES = {
@@ -70,6 +74,8 @@ class OnnxRuntimeRunner(Runner):
         normalize_output: L2-normalise the output rows (default: True for re-ID, False for detectors).
         max_batch: cap on the crops per call for dynamic-batch models (fixed-batch models use their batch).
         output_name: which output to return (default: the first).
+        profile: run the session with ONNX Runtime's profiler on, for :meth:`node_profile` (profiles once; costs
+            time per call, for ``bench --profile`` only).
     """
 
     backend = "onnxruntime"
@@ -77,13 +83,15 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, path: Union[str, Path], card: Optional[ModelCard] = None, threads: Optional[int] = None,
                  providers: Union[None, str, Sequence[ProviderSpec]] = None, task: str = "reid",
                  normalize_output: Optional[bool] = None, max_batch: Optional[int] = None,
-                 output_name: Optional[str] = None) -> None:
+                 output_name: Optional[str] = None, profile: bool = False) -> None:
         self._ort = require("onnxruntime", "onnxruntime", "running ONNX models")
         self.path = Path(path)
         where = f"ONNX model {str(self.path)!r}"
         if not self.path.is_file():
             raise ModelError(f"{where} not found; check the path")
         self.threads = threads
+        self.profile = bool(profile)
+        self._profile_dir: Optional[tempfile.TemporaryDirectory] = None
         self._providers_asked = resolve_providers(providers, self._ort.get_available_providers())
         self._session: Any = None
         self._session = self._make_session(where)
@@ -123,6 +131,10 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
+        if self.profile:
+            self._profile_dir = tempfile.TemporaryDirectory(prefix="apnet-edge-ort-profile-")
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(self._profile_dir.name) / "profile")
         try:
             return ort.InferenceSession(str(self.path), so, providers=self._providers_asked)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
@@ -138,7 +150,52 @@ class OnnxRuntimeRunner(Runner):
             self._session = self._make_session(f"ONNX model {str(self.path)!r}")
 
     def _deactivate(self) -> None:
+        if self._profile_dir is not None:  # profiled but never read: stop the profiler before its folder goes
+            try:
+                self._session.end_profiling()
+            except Exception:  # nothing to keep
+                pass
+            self._profile_dir.cleanup()
+            self._profile_dir = None
         self._session = None
+
+    def node_profile(self, executions: int) -> ExecutionProfile:
+        """Mean kernel time per node over the last ``executions`` session runs, slowest first (op types as ONNX
+        names them, kernels by execution provider), and the runs' mean time (ONNX Runtime's ``model_run``). Ends
+        the session's profiler: a runner profiles once."""
+        where = f"ONNX model {str(self.path)!r}"
+        if not self.profile:
+            raise ModelError(f"{where} was opened without profile=True; open it with profile=True to profile it")
+        if self._profile_dir is None:
+            raise ModelError(f"{where}: ONNX Runtime's profiler was read already (a runner profiles once); open a new "
+                             f"runner with profile=True")
+        if self._session is None:
+            raise ModelError(f"{where}: the runner is not active; profile inside its `with` block")
+        try:
+            path = self._session.end_profiling()
+            events = json.loads(Path(path).read_text()) if path else []
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{where}: cannot read ONNX Runtime's profile: {one_line(exc)}") from None
+        finally:
+            self._profile_dir.cleanup()
+            self._profile_dir = None
+        runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                      if e.get("cat") == "Session" and e.get("name") == "model_run")[-max(1, int(executions)):]
+        if not runs:
+            raise ModelError(f"{where}: nothing to profile yet; run infer() first")
+        per_run: list[dict[str, tuple[str, str, float]]] = [{} for _ in runs]
+        starts = [r[0] for r in runs]
+        for e in events:
+            if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+                continue
+            i = bisect.bisect_right(starts, e["ts"]) - 1
+            if i < 0 or e["ts"] > runs[i][1]:
+                continue
+            name = e["name"][: -len("_kernel_time")]
+            args = e.get("args", {})
+            op, kernel, us = per_run[i].get(name, (args.get("op_name", "?"), args.get("provider", "?"), 0.0))
+            per_run[i][name] = (op, kernel, us + float(e["dur"]))
+        return mean_node_times(per_run, [float(end - start) for start, end in runs])
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         try:

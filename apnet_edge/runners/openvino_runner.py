@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import warnings
+from collections import deque
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -28,12 +30,14 @@ import numpy as np
 
 from apnet_edge.card import ModelCard
 from apnet_edge.errors import ModelError, require
+from apnet_edge.profiling import ExecutionProfile, mean_node_times
 from apnet_edge.runners.base import CARD_KEY, Runner, graph_facts, one_line, resolve_card
 
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 OV_DTYPES = {"f32": np.float32, "f16": np.float16, "u8": np.uint8}
 PROBE_TIMEOUT_S = 600.0
+PROFILE_KEEP = 1000  # executions whose per-node times a profiling runner keeps
 # Compiles and runs the model once at a static batch; the parent reads only the exit status and stderr.
 _PROBE = """
 import json, sys
@@ -82,6 +86,8 @@ class OpenVinoRunner(Runner):
         static_float_gates: the static copies of a CPU INT8 ONNX model compute its quantized attention gates in
             float between their quantized input and output (:mod:`apnet_edge.runners.gates`; faster there, needs
             the ``onnx`` package; the dynamic model is left as it is).
+        profile: compile with ``PERF_COUNT`` and keep each execution's per-node times (the last
+            :data:`PROFILE_KEEP`) for :meth:`node_profile`; costs time per call, for ``bench --profile`` only.
     """
 
     backend = "openvino"
@@ -90,7 +96,7 @@ class OpenVinoRunner(Runner):
                  precision: Optional[str] = None, device: str = "CPU", task: str = "reid",
                  normalize_output: Optional[bool] = None, max_batch: Optional[int] = None,
                  dynamic_batch: bool = True, static_batches: Sequence[int] = (),
-                 static_float_gates: bool = True) -> None:
+                 static_float_gates: bool = True, profile: bool = False) -> None:
         self._ov = ov = require("openvino", "openvino", "running OpenVINO models")
         self.path = Path(path)
         where = f"OpenVINO model {str(self.path)!r}"
@@ -107,6 +113,10 @@ class OpenVinoRunner(Runner):
             self._config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision.lower()]
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.profile = bool(profile)
+        self._executions: deque[tuple[float, dict[str, tuple[str, str, float]]]] = deque(maxlen=PROFILE_KEEP)
+        if self.profile:
+            self._config["PERF_COUNT"] = True
         self._core = ov.Core()
         try:
             model = self._core.read_model(str(self.path))
@@ -253,7 +263,25 @@ class OpenVinoRunner(Runner):
     def _run(self, x: np.ndarray) -> np.ndarray:
         request = self._static.get(int(x.shape[0]), self._request)
         try:
+            t0 = time.perf_counter()
             request.infer({0: x})
-            return np.array(request.get_output_tensor(0).data, copy=True)
+            took = time.perf_counter() - t0
+            out = np.array(request.get_output_tensor(0).data, copy=True)
         except Exception as exc:
             raise ModelError(f"OpenVINO failed on {self.name!r} with input {tuple(x.shape)}: {one_line(exc)}") from None
+        if self.profile:
+            self._executions.append((took * 1e6, {p.node_name: (p.node_type, p.exec_type,
+                                                                p.real_time.total_seconds() * 1e6)
+                                                  for p in request.profiling_info}))
+        return out
+
+    def node_profile(self, executions: int) -> ExecutionProfile:
+        """Mean ``PERF_COUNT`` time per compiled node over the last ``executions`` executions (at most
+        :data:`PROFILE_KEEP`), slowest first, node types and kernels as OpenVINO names them; and the mean time of
+        ``infer`` on the request."""
+        if not self.profile:
+            raise ModelError(f"{self._where} was opened without profile=True; open it with profile=True to profile it")
+        if not self._executions:
+            raise ModelError(f"{self._where}: nothing to profile yet; run infer() first")
+        last = list(self._executions)[-max(1, int(executions)):]
+        return mean_node_times([nodes for _, nodes in last], [us for us, _ in last])
