@@ -126,7 +126,7 @@ def _clip(b: Box, roi: list[int]) -> Box:
 
 def id_origins(events: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     """(camera, track id) -> the global id it ended with and how it got it: ``{"gid", "how": "created" |
-    "handoff" (with from_camera, similarity, gap_s) | "revised" (with gid_from), "t"}``."""
+    "handoff" (with from_camera, similarity, gap_s, score, runner_up, distinct) | "revised" (with gid_from), "t"}``."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for e in events:
         if e["type"] == "identity_created":
@@ -134,7 +134,9 @@ def id_origins(events: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, 
         elif e["type"] == "handoff":
             out[(e["to_camera"], e["track_id"])] = {"gid": e["gid"], "how": "handoff", "t": e.get("t"),
                                                     "from_camera": e.get("from_camera"),
-                                                    "similarity": e.get("similarity"), "gap_s": e.get("gap_s")}
+                                                    "similarity": e.get("similarity"), "gap_s": e.get("gap_s"),
+                                                    "score": e.get("score"), "runner_up": e.get("runner_up"),
+                                                    "distinct": e.get("distinct")}
         elif e["type"] == "identity_revised":  # a provisional id moved: the track's final id counts
             out[(e["camera"], e["track_id"])] = {"gid": e["gid_to"], "how": "revised", "t": e.get("t"),
                                                  "gid_from": e.get("gid_from")}
@@ -327,6 +329,7 @@ def report(run: Path) -> dict[str, Any]:
         "identities_revised": kinds.get("identity_revised", 0),
         "identities_merged": sum(1 for e in events if e["type"] == "identity_revised" and e.get("merged")),
         "handoffs": kinds.get("handoff", 0), "handoffs_cross_camera": cross,
+        "handoffs_distinct": sum(1 for e in events if e["type"] == "handoff" and e.get("distinct")),
         "handoffs_by_pair": dict(sorted(handoffs.items())),
         "global_ids": len(cams_of),
         "global_ids_by_camera_count": {str(k): span[k] for k in sorted(span)},
@@ -364,7 +367,9 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"identities created: {r['identities_created']}"
           + (f" (revised ids: {r['identities_revised']}, {r['identities_merged']} merged away)"
              if r.get("identities_revised") else ""))
-    print(f"hand-offs: {r['handoffs']} ({r['handoffs_cross_camera']} across cameras, the rest re-entries)")
+    print(f"hand-offs: {r['handoffs']} ({r['handoffs_cross_camera']} across cameras, the rest re-entries"
+          + (f"; {r['handoffs_distinct']} as distinctive matches under the threshold" if r.get("handoffs_distinct")
+             else "") + ")")
     for k, n in r["handoffs_by_pair"].items():
         print(f"  {k}: {n}")
     by = ", ".join(f"{n} in {k} camera{'s' if k != '1' else ''}" for k, n in r["global_ids_by_camera_count"].items())
@@ -405,7 +410,9 @@ def print_persons(sc: dict[str, Any]) -> None:
         for t in p["tracks"]:
             b0, b1 = t["first_box"], t["last_box"]
             got = {"created": "created it", "no id": "no global id", "revised": f"revised from {t.get('gid_from')}"}.get(
-                t["how"], f"handoff from {t.get('from_camera')}, similarity {t.get('similarity')}, gap {t.get('gap_s')} s")
+                t["how"], f"handoff from {t.get('from_camera')}, similarity {t.get('similarity')}, gap {t.get('gap_s')} s"
+                + (f" (score {t['score']}, runner-up {t['runner_up']})" if t.get("runner_up") is not None else "")
+                + (" (distinctive match)" if t.get("distinct") else ""))
             print(f"  {t['camera']:>10} track {t['track_id']:<4} frames {t['frames'][0]}-{t['frames'][1]}  "
                   f"x {b0[0]:.0f}-{b0[2]:.0f} -> {b1[0]:.0f}-{b1[2]:.0f}  height {b1[3] - b1[1]:.0f}  "
                   f"gid {t['gid']}: {got}")

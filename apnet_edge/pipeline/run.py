@@ -356,7 +356,9 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                 else:
                     emit("handoff", gid=a.gid, from_camera=a.from_camera, to_camera=a.camera_id,
                          track_id=a.track_id, t=round(now, 3), gap_s=round(a.gap_s or 0.0, 3),
-                         similarity=round(a.similarity or 0.0, 4), box=[round(v, 1) for v in box])
+                         similarity=round(a.similarity or 0.0, 4), score=round(a.score or 0.0, 4),
+                         runner_up=None if a.runner_up is None else round(a.runner_up, 4), distinct=a.distinct,
+                         box=[round(v, 1) for v in box])
             stats.add("match", (time.perf_counter() - t) * 1000.0)
             # sinks
             t = time.perf_counter()

@@ -179,6 +179,8 @@ class MatcherConfig:
     #                           # its identity's last sighting in the same camera, within max_speed reach: the
     #                           # tracker lost the person a moment and started a new track (0 = no bonus)
     resume_s: float = 1.0  # seconds from that last sighting to the new track's first one
+    distinct_below: float = 0.1  # a track whose best candidate scores under the threshold by at most this much ...
+    distinct_margin: float = 0.3  # ... still joins it when it beats every other candidate by this much (0 = off)
 
 
 @dataclass(frozen=True)
@@ -388,6 +390,8 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     _check_range(match.revise_margin, 0.0, 2.0, "matcher.revise_margin")
     _check_range(match.edge_margin, 0.0, 0.5, "matcher.edge_margin")
     _check_range(match.resume_bonus, 0.0, 1.0, "matcher.resume_bonus")
+    _check_range(match.distinct_below, 0.0, 1.0, "matcher.distinct_below")
+    _check_range(match.distinct_margin, 0.0, 2.0, "matcher.distinct_margin")
     if match.resume_s < 0:
         raise ConfigError(f"'matcher.resume_s' must be >= 0 seconds, found {match.resume_s}")
     if match.max_speed < 0:

@@ -380,8 +380,86 @@ def test_no_resume_bonus_for_a_track_that_was_in_view_with_the_identity() -> Non
         assert (got == g) is joins, sim
 
 
+@pytest.mark.parametrize("resume_bonus, joins", [(0.15, True), (0.0, False)])
+def test_resume_holds_while_the_person_is_also_seen_in_another_camera(resume_bonus: float, joins: bool) -> None:
+    """Overlapping views: p is track a/1 and b/1 at once; b/1 is lost and b/2 starts where it stopped, while a/1 goes
+    on (so p was seen last in `a`). The resume rule looks at p's last sighting in `b`."""
+    p = _people(1, seed=21)[0]
+    m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0, resume_bonus=resume_bonus))
+    m.observe("a", 1, (50, 100, 90, 200), (400, 300), 0.0)
+    g = m.assign([("a", 1, p)], now=0.0)[0].gid
+    m.observe("b", 1, (180, 100, 220, 200), (400, 300), 0.1)
+    assert m.assign([("b", 1, _near(p, 3))], now=0.1)[0].gid == g  # the same look: over the threshold
+    m.observe("b", 1, (180, 100, 220, 200), (400, 300), 0.5)
+    m.update("b", 1, None, 0.5)  # b/1 last seen at 0.5 s, then lost
+    for t in (0.6, 0.8, 1.0):
+        m.observe("a", 1, (60, 100, 100, 200), (400, 300), t)
+        m.update("a", 1, None, t)
+    m.observe("b", 2, (190, 100, 230, 200), (400, 300), 0.9)
+    assert m.gallery[g].last_camera == "a"
+    got = m.assign([("b", 2, _at_cosine(p, 0.65, seed=5))], now=1.0)[0]
+    assert (got.gid == g) is joins
+    if joins:  # its look alone (~0.67 to the bank) is under the threshold; the bonus lifts it
+        assert got.similarity < 0.75 <= got.score == pytest.approx(got.similarity + 0.15, abs=1e-5)
+        assert m.gid_of("b", 1) is None  # the lost b/1 is superseded
+
+
 @pytest.mark.parametrize("matcher, needle", [({"resume_bonus": 1.5}, "matcher.resume_bonus"),
                                              ({"resume_s": -1}, "matcher.resume_s")])
 def test_resume_keys_are_validated(tmp_path: Path, matcher: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_cams(_cams(tmp_path, matcher), tmp_path)
+
+
+def _basis(seed: int = 0) -> np.ndarray:
+    """Orthonormal rows (D, D)."""
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(D, D)))
+    return q.T.astype(np.float32)
+
+
+def _gallery_of_two(cfg: MatcherConfig) -> tuple[CrossCameraMatcher, int, int, np.ndarray]:
+    """Identities A (embedding e0) and B (e1), both seen in camera `left` and ended; returns (m, gid A, gid B, basis)."""
+    e = _basis(7)
+    m = CrossCameraMatcher(cfg)
+    ga = m.assign([("left", 1, e[0])], now=0.0)[0].gid
+    gb = m.assign([("left", 2, e[1])], now=0.0)[0].gid
+    m.release("left", 1)
+    m.release("left", 2)
+    return m, ga, gb, e
+
+
+@pytest.mark.parametrize("to_a, to_b, joins", [
+    (0.70, 0.20, True),  # 0.05 under the threshold, 0.5 ahead of the runner-up: a distinctive match
+    (0.70, 0.50, False),  # runner-up too close (0.2 < 0.3): new identity
+    (0.60, 0.10, False),  # 0.15 under the threshold: too far under, however distinctive
+    (0.80, 0.55, True),  # over the threshold: joins as always, not as a distinctive match
+])
+def test_a_distinctive_match_may_lie_a_little_under_the_threshold(to_a: float, to_b: float, joins: bool) -> None:
+    m, ga, gb, e = _gallery_of_two(MatcherConfig(threshold=0.75, revise_window_s=0.0))
+    q = to_a * e[0] + to_b * e[1] + np.sqrt(1 - to_a ** 2 - to_b ** 2) * e[2]
+    a = m.assign([("right", 5, q)], now=1.0)[0]
+    assert (a.gid == ga) is joins and a.created is not joins
+    if joins:
+        assert a.similarity == pytest.approx(to_a, abs=1e-5) and a.score == pytest.approx(to_a, abs=1e-5)
+        assert a.runner_up == pytest.approx(to_b, abs=1e-5)
+        assert a.distinct is (to_a < 0.75)
+    # off: only the threshold counts
+    m, ga, gb, e = _gallery_of_two(MatcherConfig(threshold=0.75, revise_window_s=0.0, distinct_margin=0.0))
+    assert (m.assign([("right", 5, q)], now=1.0)[0].gid == ga) is (to_a >= 0.75)
+
+
+def test_a_distinctive_match_needs_a_runner_up() -> None:
+    """With a single identity to compare against, 'far better than the others' means nothing: the threshold rules."""
+    e = _basis(7)
+    m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0))
+    ga = m.assign([("left", 1, e[0])], now=0.0)[0].gid
+    m.release("left", 1)
+    a = m.assign([("right", 5, 0.7 * e[0] + np.sqrt(1 - 0.49) * e[2])], now=1.0)[0]
+    assert a.created and a.gid != ga
+
+
+@pytest.mark.parametrize("matcher, needle", [({"distinct_margin": -0.1}, "matcher.distinct_margin"),
+                                             ({"distinct_below": 1.5}, "matcher.distinct_below")])
+def test_distinct_keys_are_validated(tmp_path: Path, matcher: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse_cams(_cams(tmp_path, matcher), tmp_path)
