@@ -3,7 +3,7 @@
 The backends time their own nodes: OpenVINO's ``PERF_COUNT`` (per compiled node: its layer type and the kernel that
 ran it, e.g. ``brgconv_avx512_amx_1x1_I8``) and ONNX Runtime's session profiler (per kernel: the operator and the
 execution provider). A profile is the mean over ``runs`` infer calls, in microseconds per call, next to the backend's
-own time for the call's model executions and the median wall time of the call (which adds the runner's work and
+own time for the call's model executions and the mean wall time of the call (which adds the runner's work and
 reading the profile). Between the nodes' sum and the execution lies the backend's scheduling; with several threads,
 OpenVINO's node times can add up to a little more than the execution. The profiler costs time: read the shares, and
 take speeds from the timed runs of ``bench`` (profiler off).
@@ -43,7 +43,7 @@ class ModelProfile:
     batch: int
     executions_per_call: int  # model executions per infer call (a fixed-batch model runs a batch in chunks)
     runs: int
-    wall_us: float  # median wall time of one infer call (profiler on), microseconds
+    wall_us: float  # mean wall time of one infer call (profiler on), microseconds
     execution_us: float  # the backend's own mean time for the call's executions (profiler on), microseconds
     nodes: tuple[NodeTime, ...]
 
@@ -130,14 +130,14 @@ def profile_model(model: str, backend: str = "auto", batch: int = 1, threads: Op
         prof = runner.node_profile(runs * per_call)
         precision = getattr(runner, "precision", "fp32")
     scaled = tuple(NodeTime(n.name, n.op_type, n.kernel, round(n.us * per_call, 2)) for n in prof.nodes)
-    return ModelProfile(str(model), name, precision, batch, per_call, runs, round(float(np.median(walls)) * 1e6, 1),
+    return ModelProfile(str(model), name, precision, batch, per_call, runs, round(float(np.mean(walls)) * 1e6, 1),
                         round(prof.execution_us * per_call, 1), scaled)
 
 
 def format_profile(p: ModelProfile, top: int = 15) -> str:
     """The ``top`` slowest nodes and the time per op type, as a terminal table."""
     lines = [f"{p.model} ({p.backend}, {p.precision}), batch {p.batch}, profiler on: {p.wall_us / 1000:.2f} ms per "
-             f"infer call (median of {p.runs}); the backend's execution {p.execution_us / 1000:.2f} ms"
+             f"infer call (mean of {p.runs}); the backend's execution {p.execution_us / 1000:.2f} ms"
              + (f" ({p.executions_per_call} executions)" if p.executions_per_call > 1 else "")
              + f"; its {len(p.nodes)} nodes' own times add up to {p.node_us / 1000:.2f} ms"]
     head = f"{'us':>9} {'share':>6}  {'op type':<22} {'kernel':<30} node"

@@ -61,8 +61,8 @@ def test_profile_names_the_graphs_work(tiny: Path, backend: str) -> None:
 def test_profile_of_a_fixed_batch_model_counts_every_chunk(tiny_fixed: Path, backend: str) -> None:
     p = profile_model(str(tiny_fixed), backend, batch=5, threads=1, runs=3, warmup=1)
     assert p.executions_per_call == 3  # 5 crops on a batch-2 model: 2 + 2 + 1 (padded)
-    one = profile_model(str(tiny_fixed), backend, batch=2, threads=1, runs=3, warmup=1)
-    assert one.executions_per_call == 1 and p.execution_us > one.execution_us
+    assert 0 < p.execution_us <= p.wall_us  # the three executions of each call, inside its wall time
+    assert profile_model(str(tiny_fixed), backend, batch=2, threads=1, runs=3, warmup=1).executions_per_call == 1
 
 
 def test_profile_refuses_other_backends_and_unprofiled_runners(tiny: Path, tmp_path: Path) -> None:
