@@ -25,7 +25,8 @@ PROFILED_BACKENDS = ("onnxruntime", "openvino")
 
 @dataclass(frozen=True)
 class NodeTime:
-    """One node's mean time per model execution: ``us`` microseconds; ``kernel``: the backend's implementation."""
+    """One node's mean time, ``us`` microseconds (per model execution from a runner, per infer call in a
+    :class:`ModelProfile`); ``kernel``: the backend's implementation of it."""
 
     name: str
     op_type: str
