@@ -368,8 +368,8 @@ def print_report(r: dict[str, Any]) -> None:
           + (f" (revised ids: {r['identities_revised']}, {r['identities_merged']} merged away)"
              if r.get("identities_revised") else ""))
     print(f"hand-offs: {r['handoffs']} ({r['handoffs_cross_camera']} across cameras, the rest re-entries"
-          + (f"; {r['handoffs_distinct']} as distinctive matches under the threshold" if r.get("handoffs_distinct")
-             else "") + ")")
+          + (f"; {r['handoffs_distinct']} as distinctive match{'es' if r['handoffs_distinct'] > 1 else ''} under the "
+             f"threshold" if r.get("handoffs_distinct") else "") + ")")
     for k, n in r["handoffs_by_pair"].items():
         print(f"  {k}: {n}")
     by = ", ".join(f"{n} in {k} camera{'s' if k != '1' else ''}" for k, n in r["global_ids_by_camera_count"].items())

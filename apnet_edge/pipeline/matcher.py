@@ -33,11 +33,13 @@ run loop calls for every tracked box; without it these place checks are skipped.
 
 A distinctive match may lie a little under the threshold: when a waiting track's best candidate (similarity plus
 bonuses) falls short of ``threshold`` by at most ``distinct_below`` but beats every other identity it may join by at
-least ``distinct_margin``, it joins that candidate (with at least two candidates; ``distinct_margin: 0`` turns this
-off). A look that fits one identity far better than all others is most likely that identity seen from a less helpful
-side, which a fixed threshold alone would turn into a new id; a new person in the common black jacket and jeans has
-several candidates close together and stays new (on vtest.avi all 3 such joins were right by eye). Each assignment
-reports the runner-up's score.
+least ``distinct_margin``, it joins that candidate (with at least two candidates; ``distinct_margin: 0``, the
+default, turns this off). A look that fits one identity far better than all others is most likely that identity seen
+from a less helpful side, which a fixed threshold alone would turn into a new id; a new person in the common black
+jacket and jeans has several candidates close together and stays new. How far apart different people's scores lie
+depends on the model, so the margin is tuned per model like the threshold: with OpenVINO's 0248 on vtest.avi, 0.3
+made 3 joins, all right by eye; with the demo's site-trained APNet (whose different people score lower against each
+other) the same margin made 4, of which 1 was right. Each assignment reports the runner-up's score.
 
 An identity keeps a bank of at most ``bank_size`` per-track embeddings (the good-crop mean of each track bound to
 it, newest kept), and a track's similarity to an identity is the best over the bank: one person seen from the front

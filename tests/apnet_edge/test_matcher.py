@@ -435,7 +435,7 @@ def _gallery_of_two(cfg: MatcherConfig) -> tuple[CrossCameraMatcher, int, int, n
     (0.80, 0.55, True),  # over the threshold: joins as always, not as a distinctive match
 ])
 def test_a_distinctive_match_may_lie_a_little_under_the_threshold(to_a: float, to_b: float, joins: bool) -> None:
-    m, ga, gb, e = _gallery_of_two(MatcherConfig(threshold=0.75, revise_window_s=0.0))
+    m, ga, gb, e = _gallery_of_two(MatcherConfig(threshold=0.75, revise_window_s=0.0, distinct_margin=0.3))
     q = to_a * e[0] + to_b * e[1] + np.sqrt(1 - to_a ** 2 - to_b ** 2) * e[2]
     a = m.assign([("right", 5, q)], now=1.0)[0]
     assert (a.gid == ga) is joins and a.created is not joins
@@ -443,15 +443,15 @@ def test_a_distinctive_match_may_lie_a_little_under_the_threshold(to_a: float, t
         assert a.similarity == pytest.approx(to_a, abs=1e-5) and a.score == pytest.approx(to_a, abs=1e-5)
         assert a.runner_up == pytest.approx(to_b, abs=1e-5)
         assert a.distinct is (to_a < 0.75)
-    # off: only the threshold counts
-    m, ga, gb, e = _gallery_of_two(MatcherConfig(threshold=0.75, revise_window_s=0.0, distinct_margin=0.0))
+    # off (the default): only the threshold counts
+    m, ga, gb, e = _gallery_of_two(MatcherConfig(threshold=0.75, revise_window_s=0.0))
     assert (m.assign([("right", 5, q)], now=1.0)[0].gid == ga) is (to_a >= 0.75)
 
 
 def test_a_distinctive_match_needs_a_runner_up() -> None:
     """With a single identity to compare against, 'far better than the others' means nothing: the threshold rules."""
     e = _basis(7)
-    m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0))
+    m = CrossCameraMatcher(MatcherConfig(threshold=0.75, revise_window_s=0.0, distinct_margin=0.3))
     ga = m.assign([("left", 1, e[0])], now=0.0)[0].gid
     m.release("left", 1)
     a = m.assign([("right", 5, 0.7 * e[0] + np.sqrt(1 - 0.49) * e[2])], now=1.0)[0]
