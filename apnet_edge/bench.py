@@ -186,7 +186,7 @@ def write_json(results: Sequence[BenchResult], path: str | Path, profiles: Seque
     rows = []
     for r in results:
         row = r.to_dict()
-        mine = [q.to_dict() for q in profiles if q.model == r.model]
+        mine = [q.to_dict() for q in profiles if (q.model, q.backend) == (r.model, r.backend)]
         if mine:
             row["profiles"] = mine
         rows.append(row)

@@ -97,6 +97,11 @@ def test_bench_profile_cli_prints_and_writes_profiles(tiny: Path, tmp_path: Path
     assert "img/s" in text and text.count("profiler on") == 2 and "op type" in text
     rows = json.loads(out.read_text())
     assert [q["batch"] for q in rows[0]["profiles"]] == [1, 2] and rows[0]["profiles"][0]["nodes"]
+    if HAS_OPENVINO:  # the same file on two backends: each result keeps its own profiles
+        assert main(["bench", "--model", str(tiny), "--compare", str(tiny), "--compare-backend", "openvino",
+                     "--batch", "1", "--seconds", "0", "--profile", "--profile-runs", "2", "--json", str(out)]) == 0
+        rows = json.loads(out.read_text())
+        assert [[q["backend"] for q in r["profiles"]] for r in rows] == [["onnxruntime"], ["openvino"]]
 
 
 def test_bench_profile_cli_errors(tiny: Path, tmp_path: Path, capsys) -> None:
