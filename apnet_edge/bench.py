@@ -135,19 +135,29 @@ def make_batch(runner: Any, n: int, crops: Optional[Sequence[np.ndarray]] = None
     return preprocess_crops(chosen, card)
 
 
+def bench_runner_kwargs(model: str, backend: str, batches: Sequence[int], static_shapes: bool,
+                        runner_kwargs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """``load_runner`` keyword arguments for measuring ``model`` at ``batches``: ``runner_kwargs``, plus on OpenVINO
+    (``static_shapes``) a copy compiled for each static batch size."""
+    from apnet_edge.runners import backend_for
+
+    kwargs = dict(runner_kwargs or {})
+    if static_shapes and backend_for(model, backend) == "openvino":
+        kwargs.setdefault("static_batches", tuple(batches))
+    return kwargs
+
+
 def bench_model(model: str, backend: str = "auto", batches: Sequence[int] = (1, 16), threads: Optional[int] = None,
                 warmup: int = 3, runs: int = 10, min_seconds: float = 2.0, crops: Optional[Sequence[np.ndarray]] = None,
                 runner_kwargs: Optional[dict[str, Any]] = None, static_shapes: bool = True) -> BenchResult:
     """Benchmark ``model`` at each batch size in ``batches`` (batches larger than a fixed-batch model's limit are
     split by the runner, so images/s stays comparable). ``static_shapes``: on OpenVINO, run each batch size on a copy
     compiled for that static batch (as a deployment with a fixed batch would; faster), else on the dynamic model."""
-    from apnet_edge.runners import backend_for, load_runner
+    from apnet_edge.runners import load_runner
 
-    kwargs = dict(runner_kwargs or {})
-    if static_shapes and backend_for(model, backend) == "openvino":
-        kwargs.setdefault("static_batches", tuple(batches))
     timings = []
-    with load_runner(model, backend=backend, threads=threads, **kwargs) as runner:
+    with load_runner(model, backend=backend, threads=threads,
+                     **bench_runner_kwargs(model, backend, batches, static_shapes, runner_kwargs)) as runner:
         for n in batches:
             timings.append(time_batch(runner, make_batch(runner, n, crops), warmup, runs, min_seconds))
         name, precision = runner.backend, getattr(runner, "precision", "fp32")

@@ -431,17 +431,12 @@ def _bench(args: argparse.Namespace) -> int:
     static = not args.dynamic_shapes
     models = [(args.model, args.backend)] + ([(args.compare, args.compare_backend)] if args.compare else [])
     if args.profile:
-        from apnet_edge.profiling import PROFILED_BACKENDS
-        from apnet_edge.runners import backend_for
+        from apnet_edge.profiling import profiled_backend
 
         if args.profile_runs < 1 or args.top < 1:
             raise ApnetError(f"--profile-runs and --top must be >= 1, found {args.profile_runs} and {args.top}")
         for model, backend in models:  # before the timing runs: a model that cannot be profiled fails fast
-            name = backend_for(model, backend)
-            if name not in PROFILED_BACKENDS:
-                raise ApnetError(f"--profile works on ONNX Runtime and OpenVINO; {model} runs on {name or backend}"
-                                 + (" (profile an engine with: trtexec --loadEngine=ENGINE --dumpProfile "
-                                    "--separateProfileRun)" if name == "tensorrt" else ""))
+            profiled_backend(model, backend)
     results = [bench_model(m, b, batches, args.threads, min_seconds=args.seconds, static_shapes=static)
                for m, b in models]
     _out(format_table(results))

@@ -14,7 +14,6 @@ TensorRT engines are profiled by NVIDIA's own tool: ``trtexec --loadEngine=E --d
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
@@ -95,16 +94,11 @@ def mean_node_times(executions: Sequence[dict[str, tuple[str, str, float]]],
     return ExecutionProfile(tuple(sorted(out, key=lambda x: -x.us)), mean)
 
 
-def profile_model(model: str, backend: str = "auto", batch: int = 1, threads: Optional[int] = None, runs: int = 50,
-                  warmup: int = 5, crops: Optional[Sequence[np.ndarray]] = None, static_shapes: bool = True,
-                  runner_kwargs: Optional[dict[str, Any]] = None) -> ModelProfile:
-    """Profile ``model`` node by node at ``batch`` (``runs`` timed infer calls after ``warmup``), on ONNX Runtime or
-    OpenVINO (``static_shapes``: OpenVINO runs a copy compiled for that static batch, as ``bench`` does).
-
-    Raises ModelError for another backend (TensorRT: use trtexec, see the module docstring)."""
-    from apnet_edge.bench import make_batch
+def profiled_backend(model: str, backend: str = "auto") -> str:
+    """The backend ``model`` runs on for ``backend``, when it can be profiled; ModelError otherwise (TensorRT: how to
+    use trtexec instead)."""
     from apnet_edge.errors import ModelError
-    from apnet_edge.runners import backend_for, load_runner
+    from apnet_edge.runners import backend_for
 
     name = backend_for(model, backend)
     if name not in PROFILED_BACKENDS:
@@ -112,26 +106,31 @@ def profile_model(model: str, backend: str = "auto", batch: int = 1, threads: Op
                 if name == "tensorrt" else "")
         raise ModelError(f"per-node profiles are available on {' and '.join(PROFILED_BACKENDS)}; {str(model)!r} runs "
                          f"on {name or backend}.{hint}")
+    return name
+
+
+def profile_model(model: str, backend: str = "auto", batch: int = 1, threads: Optional[int] = None, runs: int = 50,
+                  warmup: int = 5, crops: Optional[Sequence[np.ndarray]] = None, static_shapes: bool = True,
+                  runner_kwargs: Optional[dict[str, Any]] = None) -> ModelProfile:
+    """Profile ``model`` node by node at ``batch`` (``runs`` timed infer calls after ``warmup``), on ONNX Runtime or
+    OpenVINO (``static_shapes``: OpenVINO runs a copy compiled for that static batch, as ``bench`` does).
+
+    Raises ModelError for another backend (TensorRT: use trtexec, see the module docstring)."""
+    from apnet_edge.bench import bench_runner_kwargs, make_batch, time_batch
+    from apnet_edge.errors import ModelError
+    from apnet_edge.runners import load_runner
+
+    name = profiled_backend(model, backend)
     if batch < 1 or runs < 1 or warmup < 0:
         raise ModelError(f"profile needs batch >= 1, runs >= 1 and warmup >= 0; found {batch}, {runs}, {warmup}")
-    kwargs = dict(runner_kwargs or {})
-    kwargs["profile"] = True
-    if static_shapes and name == "openvino":
-        kwargs.setdefault("static_batches", (batch,))
+    kwargs = {**bench_runner_kwargs(model, backend, (batch,), static_shapes, runner_kwargs), "profile": True}
     with load_runner(model, backend=backend, threads=threads, **kwargs) as runner:
-        x = make_batch(runner, batch, crops)
-        for _ in range(warmup):
-            runner.infer(x)
-        walls = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            runner.infer(x)
-            walls.append(time.perf_counter() - t0)
+        timing = time_batch(runner, make_batch(runner, batch, crops), warmup, runs, min_seconds=0.0)  # exactly `runs`
         per_call = math.ceil(batch / runner.max_batch) if runner.max_batch else 1
         prof = runner.node_profile(runs * per_call)
         precision = getattr(runner, "precision", "fp32")
     scaled = tuple(NodeTime(n.name, n.op_type, n.kernel, round(n.us * per_call, 2)) for n in prof.nodes)
-    return ModelProfile(str(model), name, precision, batch, per_call, runs, round(float(np.mean(walls)) * 1e6, 1),
+    return ModelProfile(str(model), name, precision, batch, per_call, runs, round(timing.mean_ms * 1000.0, 1),
                         round(prof.execution_us * per_call, 1), scaled)
 
 
