@@ -62,6 +62,7 @@ recently seen identity without a live track goes first; memory is at most ``gall
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -244,14 +245,16 @@ class CrossCameraMatcher:
         # from the identity's last sighting to the track's FIRST one, not to now: a track is matched only after its
         # first good crop, which may come seconds after it appeared (at the entry edge, where it was lost)
         gap = (first[1] if first is not None else now) - ident.last_seen
+        # its last sighting in this camera (time, box): where a re-entry or a resumed fragment must start from
+        here = (ident.last_seen, ident.last_box) if ident.last_camera == camera_id else ident.last_in.get(camera_id)
+        # a fragment: first seen within resume_s after that sighting; not a track that was in view while the identity
+        # still was (negative gap: two people side by side)
+        resumes = here is not None and first is not None and 0.0 <= first[1] - here[0] <= self.cfg.resume_s
         if ident.last_camera == camera_id:
-            if not self._reachable(ident.last_box, ident.last_seen, camera_id, first):
+            if not self._reachable(here[1], here[0], camera_id, first):
                 return None
-            # not for a track that was in view while the identity still was (gap < 0): two people side by side
-            return self.cfg.resume_bonus if first is not None and 0.0 <= gap <= self.cfg.resume_s else 0.0
-        here = ident.last_in.get(camera_id)  # seen in this camera before, but since then (or meanwhile) elsewhere
-        if here is not None and first is not None and self.cfg.resume_bonus > 0 \
-                and 0.0 <= first[1] - here[0] <= self.cfg.resume_s and self._reachable(here[1], here[0], camera_id, first):
+            return self.cfg.resume_bonus if resumes else 0.0
+        if resumes and self.cfg.resume_bonus > 0 and self._reachable(here[1], here[0], camera_id, first):
             return self.cfg.resume_bonus  # lost here a moment ago while also seen in another camera
         if not self._transits:
             return 0.0
@@ -289,7 +292,7 @@ class CrossCameraMatcher:
         if gids:
             sim = self._similarities(np.stack([e for _, _, e in pending]), gids)
             score = np.full_like(sim, -np.inf)
-            runner_up: dict[tuple[int, int], Optional[float]] = {}  # (row, col) -> the row's best other score
+            top2: list[list[tuple[float, int]]] = []  # per row: its two best (similarity + bonus, col) it may join
             distinct: set[tuple[int, int]] = set()
             for r, (cam, _, _) in enumerate(pending):
                 allowed: list[tuple[float, int]] = []  # (similarity + bonus, col) of the identities it may join
@@ -299,11 +302,9 @@ class CrossCameraMatcher:
                         allowed.append((float(sim[r, c] + bonus), c))
                         if sim[r, c] + bonus >= self.cfg.threshold:
                             score[r, c] = sim[r, c] + bonus
-                allowed.sort(reverse=True)
-                for k, (_, c) in enumerate(allowed):
-                    runner_up[(r, c)] = allowed[1 if k == 0 else 0][0] if len(allowed) > 1 else None
+                top2.append(heapq.nlargest(2, allowed))
                 if self.cfg.distinct_margin > 0 and len(allowed) > 1:
-                    (s1, c1), (s2, _) = allowed[0], allowed[1]
+                    (s1, c1), (s2, _) = top2[r]
                     if self.cfg.threshold - self.cfg.distinct_below <= s1 < self.cfg.threshold \
                             and s1 - s2 >= self.cfg.distinct_margin:
                         score[r, c1] = s1
@@ -316,9 +317,9 @@ class CrossCameraMatcher:
                     continue
                 cam, tid, emb = pending[r]
                 ident = self.gallery[gids[c]]
+                runner_up = next((s for s, col in top2[r] if col != c), None)  # the best other candidate
                 out.append(Assignment(cam, tid, ident.gid, False, float(sim[r, c]), ident.last_camera,
-                                      float(now - ident.last_seen), float(score[r, c]), runner_up.get((r, c)),
-                                      (r, c) in distinct))
+                                      float(now - ident.last_seen), float(score[r, c]), runner_up, (r, c) in distinct))
                 self._bind(ident, cam, tid, emb, now)
                 taken.add(r)
         for r, (cam, tid, emb) in enumerate(pending):
