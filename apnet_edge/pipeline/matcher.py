@@ -89,9 +89,13 @@ class Identity:
     cameras: set[str] = field(default_factory=set)
     bank: dict[Key, np.ndarray] = field(default_factory=dict)  # track -> its good-crop embedding, oldest first
     n_tracks: int = 0  # tracks ever bound to it
-    last_box: Optional[Box] = None  # where it was last seen, in ``last_camera`` (None: unknown)
     last_in: dict[str, tuple[float, Optional[Box]]] = field(default_factory=dict)  # camera -> (time, box) of its
     #                                                   # last sighting there (one entry per camera it was seen in)
+
+    @property
+    def last_box(self) -> Optional[Box]:
+        """Where it was last seen, in ``last_camera`` (None: unknown)."""
+        return self.last_in.get(self.last_camera, (0.0, None))[1]
 
     @property
     def embedding(self) -> np.ndarray:
@@ -361,9 +365,9 @@ class CrossCameraMatcher:
         if ident is None:
             return
         ident.last_seen = max(ident.last_seen, now)
+        box = self._last.get(key, ident.last_box)  # unknown without observe(): keep the last known place
         ident.last_camera = camera_id
-        ident.last_box = self._last.get(key, ident.last_box)
-        ident.last_in[camera_id] = (now, ident.last_box)
+        ident.last_in[camera_id] = (now, box)
         if embedding is not None:
             self._bank_put(ident, key, embedding)
             if self.provisional(camera_id, track_id, now):
