@@ -39,7 +39,8 @@ from a less helpful side, which a fixed threshold alone would turn into a new id
 jacket and jeans has several candidates close together and stays new. How far apart different people's scores lie
 depends on the model, so the margin is tuned per model like the threshold: with OpenVINO's 0248 on vtest.avi, 0.3
 made 3 joins, all right by eye; with the demo's site-trained APNet (whose different people score lower against each
-other) the same margin made 4, of which 1 was right by the pseudo ground truth. Each assignment reports the runner-up's score.
+other) the same margin made 4, of which 1 was right by the pseudo ground truth. Each assignment reports the
+runner-up's score.
 
 An identity keeps a bank of at most ``bank_size`` per-track embeddings (the good-crop mean of each track bound to
 it, newest kept), and a track's similarity to an identity is the best over the bank: one person seen from the front

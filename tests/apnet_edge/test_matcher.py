@@ -418,7 +418,7 @@ def _basis(seed: int = 0) -> np.ndarray:
 
 
 def _gallery_of_two(cfg: MatcherConfig) -> tuple[CrossCameraMatcher, int, int, np.ndarray]:
-    """Identities A (embedding e0) and B (e1), both seen in camera `left` and ended; returns (m, gid A, gid B, basis)."""
+    """Identities A (embedding e0) and B (e1), both seen in camera `left` and ended: (m, gid A, gid B, basis)."""
     e = _basis(7)
     m = CrossCameraMatcher(cfg)
     ga = m.assign([("left", 1, e[0])], now=0.0)[0].gid
