@@ -21,6 +21,11 @@ Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT 
   a global id that are one person) and recall (pairs that are one person sharing a global id), the same within one
   camera (re-entries), and how many persons seen in >= 2 cameras kept ONE global id. The reference tracker's own id
   switches and fragments make this an estimate: use it to compare settings on the same footage.
+- with ``--labels FILE`` too (e.g. ``configs/vtest.labels.yaml``): the reference's tracks labelled by eye with the
+  person they follow, in segments (a track the reference tracker switched between two people is two segments); the
+  scores then count persons instead of reference tracks, so a person who leaves and comes back (a new reference track)
+  is one person, and frames outside every segment do not vote. Each segment carries the reference's box at its first
+  frame: labels made on another reference run are refused.
 - with ``--persons`` too: each such person's tracks and how each got its global id; with ``--sheets DIR``: a contact
   sheet per person (a row of crops per track) to check by eye whether the reference's "person" is one person (on
   ``vtest.avi`` the reference tracker switches between people in several long tracks).
@@ -34,7 +39,7 @@ import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 Box = tuple[float, float, float, float]
 
@@ -153,8 +158,42 @@ def _same_file(source: str) -> str:
     return str(p.resolve()) if p.exists() else source
 
 
-def score_against(run: Path, reference: Path) -> dict[str, Any]:
-    """Pairwise identity precision/recall of ``run`` against the tracks of a one-camera ``reference`` run."""
+Label = tuple[int, int, int, str]  # reference track id, first and last source frame (0-based), person
+Person = Union[int, str]  # a reference track id, or with --labels a labelled person's name
+
+
+def read_labels(path: Path, ref_tracks: dict[int, dict[int, Box]]) -> list[Label]:
+    """The by-eye labels of ``path`` (YAML: ``persons`` name -> description, ``segments`` [track, first frame, last
+    frame, person, [x1, y1, x2, y2]]), checked against the reference run's tracks (a segment's box must be the
+    reference track's box at its first frame, IoU >= 0.9)."""
+    import yaml
+
+    if not path.is_file():
+        raise SystemExit(f"--labels {path}: no such file")
+    try:
+        doc = yaml.safe_load(path.read_text())
+        persons, segs = doc["persons"], doc["segments"]
+        labels = [(int(t), int(a), int(b), str(p)) for t, a, b, p, _ in segs]
+        boxes = [tuple(float(v) for v in box) for *_, box in segs]
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise SystemExit(f"--labels {path}: expected 'persons' (name: description) and 'segments' ([reference track, "
+                         f"first frame, last frame, person, [x1, y1, x2, y2]]), could not read it: {exc}") from None
+    for (t, a, b, p), box in zip(labels, boxes):
+        where = f"--labels {path}: segment [{t}, {a}, {b}, {p}]"
+        if p not in persons:
+            raise SystemExit(f"{where}: person {p!r} is not listed under 'persons' ({', '.join(sorted(persons))})")
+        got = ref_tracks.get(t, {}).get(a)
+        if got is None or _iou(got, box) < 0.9:
+            raise SystemExit(f"{where}: the reference has {'no box' if got is None else [round(v) for v in got]} for "
+                             f"track {t} at frame {a}, the labels {[round(v) for v in box]}: these labels belong to "
+                             f"another reference run (re-run the reference with the config and versions the file "
+                             f"names, or label this one)")
+    return labels
+
+
+def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> dict[str, Any]:
+    """Pairwise identity precision/recall of ``run`` against the tracks of a one-camera ``reference`` run, or with
+    ``labels`` (:func:`read_labels`) against the persons those tracks were labelled with by eye."""
     events = read_events(run)
     started = next((e for e in events if e["type"] == "run_started"), {"cameras": []})
     info = {c["id"]: c for c in started["cameras"]}
@@ -167,13 +206,16 @@ def score_against(run: Path, reference: Path) -> dict[str, Any]:
     if any(_same_file(c["source"]) != _same_file(ref_cams[0]["source"]) for c in info.values()):
         raise SystemExit(f"{run}: every camera must read the reference's source {ref_cams[0]['source']!r}")
     ref_tracks = read_mot(reference / f"{ref_cams[0]['id']}.local.txt")
+    who: dict[tuple[int, int], Any] = {(t, f): t for t, fr in ref_tracks.items() for f in fr}  # -> person
+    if labels is not None:
+        who = {(t, f): p for t, a, b, p in read_labels(labels, ref_tracks) for f in ref_tracks[t] if a <= f <= b}
     by_frame: dict[int, list[tuple[int, Box]]] = defaultdict(list)
     for t, fr in ref_tracks.items():
         for f, box in fr.items():
             by_frame[f].append((t, box))
     width = max((b[2] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
     height = max((b[3] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
-    person: dict[tuple[str, int], int] = {}
+    person: dict[tuple[str, int], Person] = {}
     boxes: dict[tuple[str, int], dict[int, Box]] = {}
     n_tracks = 0
     for c, ci in info.items():
@@ -181,11 +223,11 @@ def score_against(run: Path, reference: Path) -> dict[str, Any]:
         for t, fr in _shift(read_mot(run / f"{c}.local.txt"), ci.get("roi")).items():
             n_tracks += 1
             boxes[(c, t)] = fr
-            votes: Counter[int] = Counter()
+            votes: Counter[Any] = Counter()
             for f, box in fr.items():
                 best = max(((_iou(box, _clip(rb, roi)), u) for u, rb in by_frame.get(f, ())), default=(0.0, -1))
-                if best[0] >= 0.5:
-                    votes[best[1]] += 1
+                if best[0] >= 0.5 and (best[1], f) in who:
+                    votes[who[(best[1], f)]] += 1
             if votes and votes.most_common(1)[0][1] >= 0.5 * len(fr):
                 person[(c, t)] = votes.most_common(1)[0][0]
     gid = {k: g for k, g in final_gids(events).items() if k in person}
@@ -203,20 +245,21 @@ def score_against(run: Path, reference: Path) -> dict[str, Any]:
                 "precision": None if p is None else round(p, 3), "recall": None if r is None else round(r, 3),
                 "f1": None if f1 is None else round(f1, 3)}
 
-    cams_of: dict[int, set[str]] = defaultdict(set)
-    gids_of: dict[int, set[int]] = defaultdict(set)
+    cams_of: dict[Person, set[str]] = defaultdict(set)
+    gids_of: dict[Person, set[int]] = defaultdict(set)
     for k, g in gid.items():
         cams_of[person[k]].add(k[0])
         gids_of[person[k]].add(g)
     multi = [p for p, cs in cams_of.items() if len(cs) >= 2]
-    return {"reference": str(reference), "tracks": n_tracks, "tracks_matched_to_reference": len(person),
+    return {"reference": str(reference), "labels": None if labels is None else str(labels), "tracks": n_tracks,
+            "tracks_matched_to_reference": len(person),
             "tracks_with_gid_scored": len(gid), "across_cameras": prf(counts["across"]),
             "within_camera": prf(counts["within"]), "persons_in_several_cameras": len(multi),
             "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1),
             "persons": person_breakdown(sorted(multi), person, boxes, gid, events)}
 
 
-def person_breakdown(persons: list[int], person: dict[tuple[str, int], int], boxes: dict[tuple[str, int], dict[int, Box]],
+def person_breakdown(persons: list[Person], person: dict[tuple[str, int], Person], boxes: dict[tuple[str, int], dict[int, Box]],
                      gid: dict[tuple[str, int], int], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per reference person: each of its tracks (source frames, first/last box in source pixels, final global id)
     and how the track got its id (:func:`id_origins`), in time order: where a person seen by several cameras was
@@ -297,7 +340,8 @@ def write_sheets(persons: list[dict[str, Any]], source: str, out: Path) -> list[
             row = list(tiles.get((i, r), []))  # frames are read in increasing order
             row += [np.zeros((TILE_H, TILE_W, 3), np.uint8)] * (SHEET_CROPS - len(row))
             rows.append(np.concatenate([label, *row], axis=1))
-        name = f"person_{p['person']:03d}{'_split' if len(p['gids']) > 1 else ''}.png"
+        pid = f"{p['person']:03d}" if isinstance(p["person"], int) else p["person"]
+        name = f"person_{pid}{'_split' if len(p['gids']) > 1 else ''}.png"
         cv2.imwrite(str(out / name), np.concatenate(rows, axis=0))
         written.append(out / name)
     return written
@@ -391,8 +435,10 @@ def print_report(r: dict[str, Any]) -> None:
         print("failures: " + "; ".join(r["failures"]))
     sc = r.get("scored")
     if sc:
-        print(f"scored against {sc['reference']}: {sc['tracks_matched_to_reference']} of {sc['tracks']} tracks matched "
-              f"a reference track, {sc['tracks_with_gid_scored']} of them with a global id")
+        how = f" labelled by {sc['labels']}" if sc.get("labels") else ""
+        print(f"scored against {sc['reference']}{how}: {sc['tracks_matched_to_reference']} of {sc['tracks']} tracks "
+              f"matched a {'labelled person' if how else 'reference track'}, {sc['tracks_with_gid_scored']} of them "
+              f"with a global id")
         for kind in ("across_cameras", "within_camera"):
             k = sc[kind]
             print(f"  track pairs {kind.replace('_', ' ')}: precision {k['precision']}, recall {k['recall']}, "
@@ -405,7 +451,7 @@ def print_report(r: dict[str, Any]) -> None:
 def print_persons(sc: dict[str, Any]) -> None:
     """The per-person breakdown of :func:`person_breakdown` (``--persons``)."""
     for p in sc["persons"]:
-        print(f"person {p['person']} (reference track): global ids {p['gids']}"
+        print(f"person {p['person']} ({'reference track' if isinstance(p['person'], int) else 'label'}): global ids {p['gids']}"
               + ("" if len(p["gids"]) == 1 else "  SPLIT"))
         for t in p["tracks"]:
             b0, b1 = t["first_box"], t["last_box"]
@@ -430,12 +476,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--sheets", metavar="DIR",
                     help="with --reference: write a contact sheet per person seen in >= 2 cameras to DIR (a row of "
                     "crops per track, with its global id) to check the reference's persons and the run's ids by eye")
+    ap.add_argument("--labels", metavar="FILE",
+                    help="with --reference: the reference's tracks labelled by eye with the person they follow (e.g. "
+                    "configs/vtest.labels.yaml for configs/cams.full.yaml); score against those persons")
     args = ap.parse_args(argv)
-    if (args.persons or args.sheets) and not args.reference:
-        ap.error("--persons and --sheets need --reference REF_RUN (persons are the reference run's tracks)")
+    if (args.persons or args.sheets or args.labels) and not args.reference:
+        ap.error("--persons, --sheets and --labels need --reference REF_RUN (persons are the reference run's tracks)")
     r = report(Path(args.run))
     if args.reference:
-        r["scored"] = score_against(Path(args.run), Path(args.reference))
+        r["scored"] = score_against(Path(args.run), Path(args.reference), Path(args.labels) if args.labels else None)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

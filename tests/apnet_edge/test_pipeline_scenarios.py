@@ -120,6 +120,50 @@ def test_report_scores_identities_against_a_reference_run(tmp_path: Path, capsys
         report.main([str(tmp_path / "bad"), "--persons"])
 
 
+def test_report_scores_against_persons_labelled_by_eye(tmp_path: Path, capsys) -> None:
+    # reference: person A is in frames 1-3 (track 1), leaves, and comes back in frames 6-7 as track 3; track 2 follows
+    # person B in frames 1-3, then (a tracker switch) person C in frames 4-7. Camera "first" sees A and B, "second"
+    # A's return and C; the run hands A over and gives C a new id
+    ref_rows = ([(f, 1, 20, 10, 30, 80) for f in range(1, 4)] + [(f, 3, 20, 10, 30, 80) for f in range(6, 8)]
+                + [(f, 2, 140, 10, 30, 80) for f in range(1, 8)])
+    ref = _write_run(tmp_path / "ref", [{"id": "full", "source": "v.avi"}], {"full": ref_rows}, [])
+    cams = [{"id": "first", "source": "v.avi"}, {"id": "second", "source": "v.avi"}]
+    mot = {"first": [(f, 1, 20, 10, 30, 80) for f in range(1, 4)] + [(f, 2, 140, 10, 30, 80) for f in range(1, 4)],
+           "second": [(f, 7, 20, 10, 30, 80) for f in range(6, 8)] + [(f, 8, 140, 10, 30, 80) for f in range(4, 8)]}
+    ids = [{"type": "identity_created", "gid": 1, "camera": "first", "track_id": 1},
+           {"type": "identity_created", "gid": 2, "camera": "first", "track_id": 2},
+           {"type": "handoff", "gid": 1, "from_camera": "first", "to_camera": "second", "track_id": 7},
+           {"type": "identity_created", "gid": 3, "camera": "second", "track_id": 8}]
+    run = _write_run(tmp_path / "run", cams, mot, ids)
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("persons: {A: returns, B: first half, C: second half}\nsegments:\n"
+                      "  - [1, 0, 2, A, [20, 10, 50, 90]]\n  - [3, 5, 6, A, [20, 10, 50, 90]]\n"
+                      "  - [2, 0, 2, B, [140, 10, 170, 90]]\n  - [2, 3, 6, C, [140, 10, 170, 90]]\n")
+    report = _report_module()
+    # against the reference's tracks, A's return is another person: the right hand-off counts as a wrong merge
+    a = report.score_against(run, ref)["across_cameras"]
+    assert (a["same_person_same_gid"], a["other_person_same_gid"], a["same_person_other_gid"]) == (0, 1, 1)
+    s = report.score_against(run, ref, labels)
+    a = s["across_cameras"]
+    assert (a["same_person_same_gid"], a["other_person_same_gid"], a["same_person_other_gid"]) == (1, 0, 0)
+    assert (s["persons_in_several_cameras"], s["persons_in_several_cameras_with_one_gid"]) == (1, 1)
+    assert [p["person"] for p in s["persons"]] == ["A"] and s["labels"] == str(labels)
+    assert report.main([str(run), "--reference", str(ref), "--labels", str(labels), "--persons"]) == 0
+    assert "person A (label): global ids [1]" in capsys.readouterr().out
+    # labels made on another reference run are refused, naming the segment
+    labels.write_text(labels.read_text().replace("[3, 5, 6, A, [20,", "[3, 5, 6, A, [90,"))
+    with pytest.raises(SystemExit, match=r"segment \[3, 5, 6, A\].*another reference run"):
+        report.score_against(run, ref, labels)
+    labels.write_text("persons: {A: x}\nsegments:\n  - [1, 0, 2, Z, [20, 10, 50, 90]]\n")
+    with pytest.raises(SystemExit, match="person 'Z' is not listed"):
+        report.score_against(run, ref, labels)
+    labels.write_text("segments: []\n")
+    with pytest.raises(SystemExit, match="expected 'persons'"):
+        report.score_against(run, ref, labels)
+    with pytest.raises(SystemExit):
+        report.main([str(run), "--labels", str(labels)])
+
+
 def test_report_contact_sheets_cut_each_track_from_the_source(tmp_path: Path) -> None:
     import cv2
     import numpy as np
@@ -174,3 +218,30 @@ def test_cut_cameras_scored_against_the_uncut_reference_on_real_video(tmp_path: 
     # with the example's exit/entry topology, no two different people share an id in these 4 s
     assert a["other_person_same_gid"] == 0, s
     assert s["persons_in_several_cameras_with_one_gid"] <= s["persons_in_several_cameras"]
+
+
+@needs_shared
+def test_vtest_labels_fit_the_reference_run(tmp_path: Path) -> None:
+    """configs/vtest.labels.yaml names reference tracks by id and box: the reference run of configs/cams.full.yaml
+    must still produce them (a detector or tracker change that renumbers the tracks needs new labels)."""
+    pytest.importorskip("supervision")
+    import yaml
+
+    from apnet_edge.pipeline.run import run_pipeline
+    from apnet_edge.pipeline.schema import load_cams
+
+    frames = 170  # the 20 segments of the 47 that start in the first 17 s
+    cfg = load_cams(ROOT / "configs" / "cams.full.yaml")
+    out = tmp_path / "full"
+    run_pipeline(dataclasses.replace(
+        cfg, max_frames=frames,
+        detector=dataclasses.replace(cfg.detector, threads=1), reid=dataclasses.replace(cfg.reid, threads=1),
+        outputs=dataclasses.replace(cfg.outputs, dir=str(out), video="none", report=False, log_every_s=0.0)))
+    doc = yaml.safe_load((ROOT / "configs" / "vtest.labels.yaml").read_text())
+    early = [s for s in doc["segments"] if s[1] < frames]  # their first box is in the run
+    assert len(early) == 20
+    part = tmp_path / "early.yaml"
+    part.write_text(yaml.safe_dump({"persons": doc["persons"], "segments": early}))
+    report = _report_module()
+    labels = report.read_labels(part, report.read_mot(out / "full.local.txt"))
+    assert len(labels) == len(early)
