@@ -206,7 +206,7 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
     if any(_same_file(c["source"]) != _same_file(ref_cams[0]["source"]) for c in info.values()):
         raise SystemExit(f"{run}: every camera must read the reference's source {ref_cams[0]['source']!r}")
     ref_tracks = read_mot(reference / f"{ref_cams[0]['id']}.local.txt")
-    who: dict[tuple[int, int], Any] = {(t, f): t for t, fr in ref_tracks.items() for f in fr}  # -> person
+    who: dict[tuple[int, int], Person] = {(t, f): t for t, fr in ref_tracks.items() for f in fr}  # (track, frame)
     if labels is not None:
         who = {(t, f): p for t, a, b, p in read_labels(labels, ref_tracks) for f in ref_tracks[t] if a <= f <= b}
     by_frame: dict[int, list[tuple[int, Box]]] = defaultdict(list)
@@ -223,7 +223,7 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
         for t, fr in _shift(read_mot(run / f"{c}.local.txt"), ci.get("roi")).items():
             n_tracks += 1
             boxes[(c, t)] = fr
-            votes: Counter[Any] = Counter()
+            votes: Counter[Person] = Counter()
             for f, box in fr.items():
                 best = max(((_iou(box, _clip(rb, roi)), u) for u, rb in by_frame.get(f, ())), default=(0.0, -1))
                 if best[0] >= 0.5 and (best[1], f) in who:
