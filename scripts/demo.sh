@@ -79,6 +79,8 @@ reid:
   backend: onnxruntime
 matcher:
   threshold: ${MATCH_THRESHOLD:-0.7}          # site APNet on its held-out tracks: same person median 0.75, others p95 0.68
+  bank_size: 3                    # 3 looks per identity, provisional ids revised for 8 s: against the people
+  revise_window_s: 8.0            # labelled by eye, cross-camera pair F1 0.25 -> 0.58 here (docs/benchmarks.md)
   topology:                       # people cross the cut: left's right edge <-> right's left edge, within 5 s
     - {src: left, dst: right, min_s: 0.0, max_s: 5.0, exit: right, entry: left, bonus: 0.15}
     - {src: right, dst: left, min_s: 0.0, max_s: 5.0, exit: left, entry: right, bonus: 0.15}
