@@ -25,7 +25,8 @@ Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT 
   person they follow, in segments (a track the reference tracker switched between two people is two segments); the
   scores then count persons instead of reference tracks, so a person who leaves and comes back (a new reference track)
   is one person, and frames outside every segment do not vote. Each segment carries the reference's box at its first
-  frame: labels made on another reference run are refused.
+  frame: labels made on another reference run are refused. Also the multi-camera IDF1 of the global ids as written
+  (:func:`mtmc_idf1`).
 - with ``--persons`` too: each such person's tracks and how each got its global id; with ``--sheets DIR``: a contact
   sheet per person (a row of crops per track) to check by eye whether the reference's "person" is one person (on
   ``vtest.avi`` the reference tracker switches between people in several long tracks).
@@ -191,6 +192,73 @@ def read_labels(path: Path, ref_tracks: dict[int, dict[int, Box]]) -> list[Label
     return labels
 
 
+VISIBLE = 0.5  # a labelled reference box is expected in a camera when at least this fraction of it lies in its roi
+
+
+def _area(b: Box) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def mtmc_idf1(run: Path, info: dict[str, dict[str, Any]], ref_tracks: dict[int, dict[int, Box]],
+              who: dict[tuple[int, int], Person], size: tuple[float, float]) -> dict[str, Any]:
+    """Multi-camera IDF1 (Ristani et al., 2016) of the global ids the run wrote (``<camera>.global.txt``, as written
+    live: a revision does not rewrite earlier lines) against the labelled persons: every (camera, source frame) is one
+    time step, the ground truth is each labelled reference box clipped to the camera's roi (when at least
+    :data:`VISIBLE` of it is inside) over the frames the camera read, and a written box is a person's when IoU >= 0.5.
+    IDTP is the best one-to-one mapping of persons to global ids (Hungarian) counted over all cameras, so a person
+    keeps credit only for the frames under the one global id mapped to them. Written boxes on an unlabelled or mostly
+    hidden reference box (the sign, the post the detector takes for a person) count neither way."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    gt: dict[tuple[str, int], list[tuple[Person, Box]]] = defaultdict(list)  # (camera, frame) -> (person, box)
+    ignore: dict[tuple[str, int], list[Box]] = defaultdict(list)
+    pred: dict[tuple[str, int], list[tuple[int, Box]]] = defaultdict(list)  # (camera, frame) -> (global id, box)
+    for c, ci in info.items():
+        roi = ci.get("roi") or [0, 0, int(size[0]) + 1, int(size[1]) + 1]
+        for g, fr in _shift(read_mot(run / f"{c}.global.txt"), ci.get("roi")).items():
+            for f, b in fr.items():
+                pred[(c, f)].append((g, b))
+        start = ci.get("start_frame") or 0
+        n = summary.get("cameras", {}).get(c, {}).get("frames_processed")
+        ends = [e for e in (ci.get("end_frame") or None, None if n is None else start + n) if e]  # 0: to the end
+        end = min(ends) if ends else 1 + max((f for cam, f in pred if cam == c), default=start - 1)
+        for t, fr in ref_tracks.items():
+            for f, b in fr.items():
+                cb = _clip(b, roi)
+                if not start <= f < end or _area(cb) <= 0:
+                    continue
+                if (t, f) in who and _area(cb) >= VISIBLE * _area(b):
+                    gt[(c, f)].append((who[(t, f)], cb))
+                else:
+                    ignore[(c, f)].append(cb)
+    together: Counter[tuple[Person, int]] = Counter()  # (person, global id) -> time steps matched
+    n_pred = 0
+    for key, boxes in pred.items():
+        for g, b in boxes:
+            hits = {p for p, gb in gt.get(key, ()) if _iou(b, gb) >= 0.5}
+            if not hits and any(_iou(b, ib) >= 0.5 for ib in ignore.get(key, ())):
+                continue
+            n_pred += 1
+            for p in hits:
+                together[(p, g)] += 1
+    n_gt = sum(len(v) for v in gt.values())
+    persons = sorted({p for p, _ in together}, key=str)
+    gids = sorted({g for _, g in together})
+    idtp = 0
+    if together:
+        m = np.array([[together.get((p, g), 0) for g in gids] for p in persons], np.int64)
+        rows, cols = linear_sum_assignment(-m)
+        idtp = int(m[rows, cols].sum())
+
+    def ratio(a: int, b: int) -> Optional[float]:
+        return round(a / b, 3) if b else None
+
+    return {"idf1": ratio(2 * idtp, n_gt + n_pred), "idp": ratio(idtp, n_pred), "idr": ratio(idtp, n_gt),
+            "idtp": idtp, "gt_boxes": n_gt, "written_boxes": n_pred}
+
+
 def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> dict[str, Any]:
     """Pairwise identity precision/recall of ``run`` against the tracks of a one-camera ``reference`` run, or with
     ``labels`` (:func:`read_labels`) against the persons those tracks were labelled with by eye."""
@@ -256,7 +324,8 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
             "tracks_with_gid_scored": len(gid), "across_cameras": prf(counts["across"]),
             "within_camera": prf(counts["within"]), "persons_in_several_cameras": len(multi),
             "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1),
-            "persons": person_breakdown(sorted(multi), person, boxes, gid, events)}
+            "persons": person_breakdown(sorted(multi, key=str), person, boxes, gid, events),
+            "identity": None if labels is None else mtmc_idf1(run, info, ref_tracks, who, (width, height))}
 
 
 def person_breakdown(persons: list[Person], person: dict[tuple[str, int], Person], boxes: dict[tuple[str, int], dict[int, Box]],
@@ -446,6 +515,10 @@ def print_report(r: dict[str, Any]) -> None:
                   f"{k['other_person_same_gid']}, same person + other id {k['same_person_other_gid']})")
         print(f"  persons seen in >= 2 cameras: {sc['persons_in_several_cameras']}, "
               f"{sc['persons_in_several_cameras_with_one_gid']} of them with ONE global id")
+        i = sc.get("identity")
+        if i:
+            print(f"  multi-camera IDF1 {i['idf1']} (IDP {i['idp']}, IDR {i['idr']}: {i['idtp']} of {i['gt_boxes']} "
+                  f"labelled boxes under their person's global id, {i['written_boxes']} written boxes)")
 
 
 def print_persons(sc: dict[str, Any]) -> None:

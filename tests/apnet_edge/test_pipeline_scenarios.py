@@ -123,18 +123,26 @@ def test_report_scores_identities_against_a_reference_run(tmp_path: Path, capsys
 def test_report_scores_against_persons_labelled_by_eye(tmp_path: Path, capsys) -> None:
     # reference: person A is in frames 1-3 (track 1), leaves, and comes back in frames 6-7 as track 3; track 2 follows
     # person B in frames 1-3, then (a tracker switch) person C in frames 4-7. Camera "first" sees A and B, "second"
-    # A's return and C; the run hands A over and gives C a new id
+    # A's return and C; the run hands A over and gives C a new id. Reference track 4 is a post the detector takes for a
+    # person, left unlabelled; "first" tracks it too (track 3, global id 9)
     ref_rows = ([(f, 1, 20, 10, 30, 80) for f in range(1, 4)] + [(f, 3, 20, 10, 30, 80) for f in range(6, 8)]
-                + [(f, 2, 140, 10, 30, 80) for f in range(1, 8)])
+                + [(f, 2, 140, 10, 30, 80) for f in range(1, 8)] + [(f, 4, 80, 10, 10, 40) for f in range(1, 4)])
     ref = _write_run(tmp_path / "ref", [{"id": "full", "source": "v.avi"}], {"full": ref_rows}, [])
-    cams = [{"id": "first", "source": "v.avi"}, {"id": "second", "source": "v.avi"}]
-    mot = {"first": [(f, 1, 20, 10, 30, 80) for f in range(1, 4)] + [(f, 2, 140, 10, 30, 80) for f in range(1, 4)],
+    cams = [{"id": "first", "source": "v.avi", "start_frame": 0, "end_frame": 3},
+            {"id": "second", "source": "v.avi", "start_frame": 3, "end_frame": 7}]
+    mot = {"first": [(f, 1, 20, 10, 30, 80) for f in range(1, 4)] + [(f, 2, 140, 10, 30, 80) for f in range(1, 4)]
+           + [(f, 3, 80, 10, 10, 40) for f in range(1, 4)],
            "second": [(f, 7, 20, 10, 30, 80) for f in range(6, 8)] + [(f, 8, 140, 10, 30, 80) for f in range(4, 8)]}
     ids = [{"type": "identity_created", "gid": 1, "camera": "first", "track_id": 1},
            {"type": "identity_created", "gid": 2, "camera": "first", "track_id": 2},
+           {"type": "identity_created", "gid": 9, "camera": "first", "track_id": 3},
            {"type": "handoff", "gid": 1, "from_camera": "first", "to_camera": "second", "track_id": 7},
            {"type": "identity_created", "gid": 3, "camera": "second", "track_id": 8}]
     run = _write_run(tmp_path / "run", cams, mot, ids)
+    gids = {1: 1, 2: 2, 3: 9, 7: 1, 8: 3}
+    for cam, rows in mot.items():  # the global ids as written: one per track here
+        (run / f"{cam}.global.txt").write_text("".join(f"{f},{gids[t]},{x},{y},{w},{h},0.9,-1,-1,-1\n"
+                                                       for f, t, x, y, w, h in rows))
     labels = tmp_path / "labels.yaml"
     labels.write_text("persons: {A: returns, B: first half, C: second half}\nsegments:\n"
                       "  - [1, 0, 2, A, [20, 10, 50, 90]]\n  - [3, 5, 6, A, [20, 10, 50, 90]]\n"
@@ -148,6 +156,13 @@ def test_report_scores_against_persons_labelled_by_eye(tmp_path: Path, capsys) -
     assert (a["same_person_same_gid"], a["other_person_same_gid"], a["same_person_other_gid"]) == (1, 0, 0)
     assert (s["persons_in_several_cameras"], s["persons_in_several_cameras_with_one_gid"]) == (1, 1)
     assert [p["person"] for p in s["persons"]] == ["A"] and s["labels"] == str(labels)
+    # IDF1 over both cameras: 12 labelled boxes (first: A, B in frames 0-2; second: A in 5-6, C in 3-6), 12 written
+    # ones on them (the post's 3 count neither way), every one under its person's global id
+    assert s["identity"] == {"idf1": 1.0, "idp": 1.0, "idr": 1.0, "idtp": 12, "gt_boxes": 12, "written_boxes": 12}
+    (run / "second.global.txt").write_text((run / "second.global.txt").read_text().replace(",1,20,", ",2,20,"))
+    i = report.score_against(run, ref, labels)["identity"]  # A's return written under B's id: 2 frames lost
+    assert (i["idtp"], i["idf1"]) == (10, round(20 / 24, 3))
+    assert report.score_against(run, ref)["identity"] is None  # only against labelled persons
     assert report.main([str(run), "--reference", str(ref), "--labels", str(labels), "--persons"]) == 0
     assert "person A (label): global ids [1]" in capsys.readouterr().out
     # labels made on another reference run are refused, naming the segment
