@@ -6,7 +6,8 @@
 Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT files when present) and prints:
 
 - per camera: frames processed, local tracks, tracks that got a global id, error;
-- identities created (and provisional ids revised: ``identity_revised``, the track's last id counts), hand-offs (per ``from -> to`` camera pair; ``a -> a`` is a re-entry into the same camera);
+- identities created (and provisional ids revised: ``identity_revised``, the track's last id counts; tracks matched
+  anew after a tracker switch: ``track_switched``), hand-offs (per ``from -> to`` camera pair; ``a -> a`` is a re-entry into the same camera);
 - global ids by the number of cameras they were seen in, and per camera pair the global ids seen in both;
 - a geometric check for cameras cut from the SAME source (as in ``configs/cams.*.yaml``): tracks of two such cameras
   are the same person when their boxes, mapped back to source pixels through each camera's ``roi``, meet at the
@@ -440,6 +441,7 @@ def report(run: Path) -> dict[str, Any]:
         "run": str(run), "cameras": per_cam,
         "identities_created": kinds.get("identity_created", 0),
         "identities_revised": kinds.get("identity_revised", 0),
+        "tracks_switched": kinds.get("track_switched", 0),
         "identities_merged": sum(1 for e in events if e["type"] == "identity_revised" and e.get("merged")),
         "handoffs": kinds.get("handoff", 0), "handoffs_cross_camera": cross,
         "handoffs_distinct": sum(1 for e in events if e["type"] == "handoff" and e.get("distinct")),
@@ -480,6 +482,8 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"identities created: {r['identities_created']}"
           + (f" (revised ids: {r['identities_revised']}, {r['identities_merged']} merged away)"
              if r.get("identities_revised") else ""))
+    if r.get("tracks_switched"):
+        print(f"tracks the tracker moved to another person (track_switched, matched anew): {r['tracks_switched']}")
     print(f"hand-offs: {r['handoffs']} ({r['handoffs_cross_camera']} across cameras, the rest re-entries"
           + (f"; {r['handoffs_distinct']} as distinctive match{'es' if r['handoffs_distinct'] > 1 else ''} under the "
              f"threshold" if r.get("handoffs_distinct") else "") + ")")

@@ -332,8 +332,13 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
             for _cam, frame, tracked in per_frame:
                 size = (frame.image.shape[1], frame.image.shape[0])
                 for tb in tracked:
-                    matcher.observe(frame.camera_id, tb.track_id, tb.box, size, frame.timestamp)
                     st = scheduler.tracks.get((frame.camera_id, tb.track_id))
+                    if st is not None and st.switched:  # the tracker moved the track to someone else (reid.switch_below)
+                        st.switched = False
+                        emit("track_switched", camera=frame.camera_id, track_id=tb.track_id, frame=frame.index,
+                             t=round(frame.timestamp, 3), gid=matcher.release(frame.camera_id, tb.track_id),
+                             box=[round(v, 1) for v in tb.box])
+                    matcher.observe(frame.camera_id, tb.track_id, tb.box, size, frame.timestamp)
                     # only good crops (not truncated, quality >= matcher.min_crop_quality) reach the matcher
                     e = st.good_embedding if st is not None else None
                     if matcher.gid_of(frame.camera_id, tb.track_id) is not None:

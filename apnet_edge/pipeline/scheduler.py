@@ -12,6 +12,13 @@ A crop is *good* when it is not truncated at the frame border and its quality is
 matcher's ``min_crop_quality``). Each track also keeps the quality-weighted mean of its good crops only
 (:attr:`TrackEmbedding.good_embedding`): the cross-camera matcher matches and updates identities with that one, so a
 thin slice of a person entering at the border never creates or joins an identity, nor pollutes one.
+
+A tracker sometimes moves a track from one person to another (two people crossing). With ``switch_below`` > 0, a good
+crop whose cosine similarity to the track's good-crop mean (of at least :data:`SWITCH_AFTER` crops) is under
+``switch_below`` is held back instead of folded in; ``switch_crops`` such crops in a row mean the track now follows
+someone else: its good-crop mean restarts from them and :attr:`TrackEmbedding.switched` is set, so the run loop
+unbinds the track from its identity and matches it anew. A crop that fits again drops the held ones (an occlusion,
+a bad crop).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import numpy as np
 
 from apnet_edge.mining import box_iou
 from apnet_edge.pipeline.schema import ReidConfig
+
+SWITCH_AFTER = 3  # good crops in a track's mean before a crop that does not fit it can mean a tracker switch
 
 
 def crop_quality(boxes: np.ndarray, frame_hw: tuple[int, int], cfg: ReidConfig) -> np.ndarray:
@@ -63,8 +72,11 @@ class TrackEmbedding:
     weight: float = 0.0
     good_count: int = 0  # embedded good crops (not truncated, quality >= the scheduler's good_quality)
     last_good_frame: int = -1
+    switched: bool = False  # the good-crop mean restarted on another person (set by add, cleared by the run loop)
+    switches: int = 0
     _sum: Optional[np.ndarray] = field(default=None, repr=False)
     _good_sum: Optional[np.ndarray] = field(default=None, repr=False)
+    _held: list[tuple[float, np.ndarray]] = field(default_factory=list, repr=False)  # (quality, (D,)) not fitting
 
     @property
     def embedding(self) -> Optional[np.ndarray]:
@@ -82,14 +94,31 @@ class TrackEmbedding:
         n = float(np.linalg.norm(self._good_sum))
         return (self._good_sum / max(n, 1e-12)).astype(np.float32)
 
-    def add(self, emb: np.ndarray, quality: float, frame_index: int, good: bool = False) -> None:
-        """Fold in one L2-normalised embedding (D,) with weight ``quality``; ``good``: also into the good mean."""
+    def add(self, emb: np.ndarray, quality: float, frame_index: int, good: bool = False, switch_below: float = 0.0,
+            switch_crops: int = 2) -> None:
+        """Fold in one L2-normalised embedding (D,) with weight ``quality``; ``good``: also into the good mean, unless
+        it does not fit that mean (cosine < ``switch_below``, see the module docstring)."""
         q = max(float(quality), 1e-3)
         e = np.asarray(emb, np.float32).reshape(-1)
-        self._sum = q * e if self._sum is None else self._sum + q * e
-        self.weight += q
         self.last_embed_frame = frame_index
         self.best_quality = max(self.best_quality, float(quality))
+        if good and switch_below > 0.0 and self.good_count >= SWITCH_AFTER:
+            if float(self.good_embedding @ e) < switch_below:
+                self._held.append((q, e))
+                if len(self._held) < switch_crops:
+                    return  # held back: one crop that does not fit is not yet a switch
+                self._good_sum = sum(hq * he for hq, he in self._held)
+                self._sum = self._good_sum.copy()
+                self.weight = sum(hq for hq, _ in self._held)
+                self.good_count = len(self._held)
+                self.last_good_frame = frame_index
+                self._held = []
+                self.switched = True
+                self.switches += 1
+                return
+            self._held = []  # it fits again: the held crops were an occlusion or a bad crop
+        self._sum = q * e if self._sum is None else self._sum + q * e
+        self.weight += q
         if good:
             self._good_sum = q * e if self._good_sum is None else self._good_sum + q * e
             self.good_count += 1
@@ -158,7 +187,8 @@ class EmbeddingScheduler:
         for r, e in zip(requests, embeddings):
             st = self.tracks.get((r.camera_id, r.track_id))
             if st is not None:
-                st.add(e, r.quality, r.frame_index, good=not r.truncated and r.quality >= self.good_quality)
+                st.add(e, r.quality, r.frame_index, good=not r.truncated and r.quality >= self.good_quality,
+                       switch_below=self.cfg.switch_below, switch_crops=self.cfg.switch_crops)
 
     def drop(self, camera_id: str, track_id: int) -> Optional[TrackEmbedding]:
         """Forget an ended track (keeps memory flat); returns its last state."""

@@ -136,6 +136,8 @@ class ReidConfig:
     ref_box_height: int = 160  # box height at which the size part of the quality reaches 1
     crop_pad: float = 0.0  # context around each box given to the re-ID model, a fraction of its width/height per side
     flip: bool = False  # embed each crop and its mirror image and average them (twice the re-ID work)
+    switch_below: float = 0.0  # good crops with cosine similarity under this to their track's look, switch_crops in a
+    switch_crops: int = 2  # row, mean the tracker moved the track to another person: matched anew (0 = off)
 
 
 @dataclass(frozen=True)
@@ -358,10 +360,11 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
     reid = replace(reid, model=_model_path(reid.model, "reid.model", base))
     if reid.card is not None:
         reid = replace(reid, card=_model_path(reid.card, "reid.card", base))
-    for key in ("max_batch", "budget_per_frame", "refresh_frames", "ref_box_height"):
+    for key in ("max_batch", "budget_per_frame", "refresh_frames", "ref_box_height", "switch_crops"):
         if getattr(reid, key) < 1:
             raise ConfigError(f"'reid.{key}' must be >= 1, found {getattr(reid, key)}")
     _check_range(reid.crop_pad, 0.0, 0.5, "reid.crop_pad")
+    _check_range(reid.switch_below, 0.0, 1.0, "reid.switch_below")
     if reid.better_crop_ratio < 1.0:
         raise ConfigError(f"'reid.better_crop_ratio' must be >= 1.0, found {reid.better_crop_ratio}")
     raw_match = dict(data.get("matcher") or {})

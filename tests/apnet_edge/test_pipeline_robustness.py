@@ -362,3 +362,36 @@ def test_looped_run_state_stays_bounded(tmp_path: Path) -> None:
         stats.add("x", float(i))
     assert stats.stored() == 50 and stats.counts["x"] == 1000 and stats.summary()["x"]["count"] == 1000
     assert stats.samples["x"].shape == (50,) and 0.0 <= stats.summary()["x"]["p50_ms"] <= 999.0
+
+
+def test_a_track_the_tracker_moves_to_another_person_is_matched_anew(tmp_path: Path) -> None:
+    """reid.switch_below: from source frame 12 on, the one track's crops look like someone else (orthogonal
+    embeddings): after two such crops the track leaves its identity (track_switched) and founds a new one; the
+    global-id MOT file shows the change from that frame on, the local one keeps the track id."""
+    from apnet_edge.pipeline.run import run_pipeline
+
+    class TwoPeople(FakeReid):
+        def infer(self, crops: list[np.ndarray]) -> np.ndarray:
+            e = np.zeros((len(crops), 16), np.float32)
+            for i, c in enumerate(crops):
+                e[i, 0 if round(float(c.mean()) / 8) < 12 else 1] = 1.0
+            return e
+
+    video = _counting_video(tmp_path / "count.avi", 24)
+    cfg = _cfg(tmp_path, [{"id": "a", "source": str(video)}], refresh_frames=1, switch_below=0.35)
+    s = run_pipeline(cfg, detector=FakeDetector(), reid=TwoPeople())
+    assert not s["failures"]
+    events = _events(tmp_path)
+    (sw,) = [e for e in events if e["type"] == "track_switched"]
+    assert (sw["camera"], sw["track_id"], sw["gid"], sw["frame"]) == ("a", 1, 1, 13)  # the 2nd crop of the other look
+    created = [(e["gid"], e["track_id"]) for e in events if e["type"] == "identity_created"]
+    assert created == [(1, 1), (2, 1)]
+    rows = [line.split(",") for line in (tmp_path / "out" / "a.global.txt").read_text().splitlines()]
+    assert {int(r[1]) for r in rows if int(r[0]) <= 13} == {1} and {int(r[1]) for r in rows if int(r[0]) > 14} == {2}
+    assert {line.split(",")[1] for line in (tmp_path / "out" / "a.local.txt").read_text().splitlines()} == {"1"}
+    # off by default: the same run keeps one identity
+    cfg = _cfg(tmp_path, [{"id": "a", "source": str(video)}], refresh_frames=1)
+    run_pipeline(cfg, detector=FakeDetector(), reid=TwoPeople())
+    events = _events(tmp_path)
+    assert not [e for e in events if e["type"] == "track_switched"]
+    assert [e["gid"] for e in events if e["type"] == "identity_created"] == [1]

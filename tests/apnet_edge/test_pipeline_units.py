@@ -51,6 +51,8 @@ def test_valid_config_resolves_paths_against_the_yaml_folder(tmp_path: Path) -> 
     (lambda d: d.update(tracker={"type": "deepsort"}), "tracker.type"),
     (lambda d: d.update(cameras=[]), "cameras"),
     (lambda d: d["reid"].update(crop_pad=0.8), "reid.crop_pad"),
+    (lambda d: d["reid"].update(switch_below=1.5), "reid.switch_below"),
+    (lambda d: d["reid"].update(switch_crops=0), "reid.switch_crops"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, mutate, needle: str) -> None:
     data = _base(tmp_path)
@@ -107,6 +109,28 @@ def test_scheduler_budget_new_first_and_running_embedding() -> None:
     st.add(np.array([0, 1, 0, 0], np.float32), st.best_quality, 7)
     assert np.allclose(st.embedding, _unit(np.array([1, 1, 0, 0], np.float32)))
     assert s.drop("a", 1) is not None and ("a", 1) not in s.tracks
+
+
+def test_track_look_holds_a_crop_that_does_not_fit_and_restarts_after_a_switch() -> None:
+    from apnet_edge.pipeline.scheduler import SWITCH_AFTER, TrackEmbedding
+
+    a, b = np.eye(2, 4, dtype=np.float32)
+    st = TrackEmbedding("c", 1, 0)
+    for f in range(SWITCH_AFTER):
+        st.add(a, 0.8, f, good=True, switch_below=0.35)
+    st.add(b, 0.8, 10, good=True, switch_below=0.35)  # one crop of someone else (an occlusion?): held back
+    assert st.good_count == SWITCH_AFTER and st.last_good_frame == SWITCH_AFTER - 1 and not st.switched
+    assert np.allclose(st.good_embedding, a)
+    st.add(a, 0.8, 11, good=True, switch_below=0.35)  # fits again: the held crop is dropped
+    st.add(b, 0.8, 12, good=True, switch_below=0.35)
+    assert st.good_count == SWITCH_AFTER + 1 and not st.switched
+    st.add(b, 0.6, 13, good=True, switch_below=0.35)  # the second in a row: the track follows someone else now
+    assert st.switched and st.switches == 1 and st.good_count == 2 and st.last_good_frame == 13
+    assert np.allclose(st.good_embedding, b) and np.allclose(st.embedding, b)
+    off = TrackEmbedding("c", 2, 0)  # switch_below 0 (the default): every good crop is folded in
+    for f, e in enumerate([a, a, a, b, b]):
+        off.add(e, 0.8, f, good=True)
+    assert off.good_count == 5 and not off.switched
 
 
 def test_crop_quality_penalises_border_small_and_overlap() -> None:
