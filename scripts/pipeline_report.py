@@ -27,7 +27,8 @@ Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT 
   scores then count persons instead of reference tracks, so a person who leaves and comes back (a new reference track)
   is one person, and frames outside every segment do not vote. Each segment carries the reference's box at its first
   frame: labels made on another reference run are refused. Also the multi-camera IDF1 of the global ids as written
-  (:func:`mtmc_idf1`).
+  (:func:`mtmc_idf1`); ``--write-gt DIR`` writes that ground truth as MOTChallenge files (:func:`write_gt`) for
+  TrackEval or ``python -m motmetrics.apps.eval_motchallenge DIR DIR/answers``.
 - with ``--persons`` too: each such person's tracks and how each got its global id; with ``--sheets DIR``: a contact
   sheet per person (a row of crops per track) to check by eye whether the reference's "person" is one person (on
   ``vtest.avi`` the reference tracker switches between people in several long tracks).
@@ -200,22 +201,21 @@ def _area(b: Box) -> float:
     return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
 
 
-def mtmc_idf1(run: Path, info: dict[str, dict[str, Any]], ref_tracks: dict[int, dict[int, Box]],
-              who: dict[tuple[int, int], Person], size: tuple[float, float]) -> dict[str, Any]:
-    """Multi-camera IDF1 (Ristani et al., 2016) of the global ids the run wrote (``<camera>.global.txt``, as written
-    live: a revision does not rewrite earlier lines) against the labelled persons: every (camera, source frame) is one
-    time step, the ground truth is each labelled reference box clipped to the camera's roi (when at least
-    :data:`VISIBLE` of it is inside) over the frames the camera read, and a written box is a person's when IoU >= 0.5.
-    IDTP is the best one-to-one mapping of persons to global ids (Hungarian) counted over all cameras, so a person
-    keeps credit only for the frames under the one global id mapped to them. Written boxes on an unlabelled or mostly
-    hidden reference box (the sign, the post the detector takes for a person) count neither way."""
-    import numpy as np
-    from scipy.optimize import linear_sum_assignment
+Truth = tuple[dict[tuple[str, int], list[tuple[Person, Box]]], dict[tuple[str, int], list[Box]],
+              dict[tuple[str, int], list[tuple[int, Box]]], dict[str, tuple[int, int]]]
 
+
+def labelled_truth(run: Path, info: dict[str, dict[str, Any]], ref_tracks: dict[int, dict[int, Box]],
+                   who: dict[tuple[int, int], Person], size: tuple[float, float]) -> Truth:
+    """Per (camera, source frame), in source pixels: the labelled reference boxes clipped to the camera's roi when at
+    least :data:`VISIBLE` of the box is inside (person, box); the other reference boxes in view (unlabelled, or mostly
+    outside), which count neither way; the boxes the run wrote with their global ids (``<camera>.global.txt``, as
+    written live: a revision does not rewrite earlier lines). And per camera the source frames it read [start, end)."""
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    gt: dict[tuple[str, int], list[tuple[Person, Box]]] = defaultdict(list)  # (camera, frame) -> (person, box)
+    gt: dict[tuple[str, int], list[tuple[Person, Box]]] = defaultdict(list)
     ignore: dict[tuple[str, int], list[Box]] = defaultdict(list)
-    pred: dict[tuple[str, int], list[tuple[int, Box]]] = defaultdict(list)  # (camera, frame) -> (global id, box)
+    pred: dict[tuple[str, int], list[tuple[int, Box]]] = defaultdict(list)
+    spans: dict[str, tuple[int, int]] = {}
     for c, ci in info.items():
         roi = ci.get("roi") or [0, 0, int(size[0]) + 1, int(size[1]) + 1]
         for g, fr in _shift(read_mot(run / f"{c}.global.txt"), ci.get("roi")).items():
@@ -225,6 +225,7 @@ def mtmc_idf1(run: Path, info: dict[str, dict[str, Any]], ref_tracks: dict[int, 
         n = summary.get("cameras", {}).get(c, {}).get("frames_processed")
         ends = [e for e in (ci.get("end_frame") or None, None if n is None else start + n) if e]  # 0: to the end
         end = min(ends) if ends else 1 + max((f for cam, f in pred if cam == c), default=start - 1)
+        spans[c] = (start, end)
         for t, fr in ref_tracks.items():
             for f, b in fr.items():
                 cb = _clip(b, roi)
@@ -234,6 +235,19 @@ def mtmc_idf1(run: Path, info: dict[str, dict[str, Any]], ref_tracks: dict[int, 
                     gt[(c, f)].append((who[(t, f)], cb))
                 else:
                     ignore[(c, f)].append(cb)
+    return gt, ignore, pred, spans
+
+
+def mtmc_idf1(truth: Truth) -> dict[str, Any]:
+    """Multi-camera IDF1 (Ristani et al., 2016) of :func:`labelled_truth`'s written boxes against its labelled persons:
+    every (camera, source frame) is one time step, a written box is a person's when IoU >= 0.5, and IDTP is the best
+    one-to-one mapping of persons to global ids (Hungarian) counted over all cameras, so a person keeps credit only
+    for the frames under the one global id mapped to them. Written boxes on an unlabelled or mostly hidden reference
+    box (the sign, the post the detector takes for a person) count neither way."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    gt, ignore, pred, _ = truth
     together: Counter[tuple[Person, int]] = Counter()  # (person, global id) -> time steps matched
     n_pred = 0
     for key, boxes in pred.items():
@@ -260,9 +274,11 @@ def mtmc_idf1(run: Path, info: dict[str, dict[str, Any]], ref_tracks: dict[int, 
             "idtp": idtp, "gt_boxes": n_gt, "written_boxes": n_pred}
 
 
-def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> dict[str, Any]:
-    """Pairwise identity precision/recall of ``run`` against the tracks of a one-camera ``reference`` run, or with
-    ``labels`` (:func:`read_labels`) against the persons those tracks were labelled with by eye."""
+def _run_and_reference(run: Path, reference: Path, labels: Optional[Path]) -> tuple[
+        list[dict[str, Any]], dict[str, dict[str, Any]], dict[int, dict[int, Box]], dict[tuple[int, int], Person],
+        tuple[float, float]]:
+    """The run's events and cameras, the reference's tracks, who each reference (track, frame) is (the track id, or
+    with ``labels`` the labelled person; unlabelled frames absent) and the source size (width, height) in pixels."""
     events = read_events(run)
     started = next((e for e in events if e["type"] == "run_started"), {"cameras": []})
     info = {c["id"]: c for c in started["cameras"]}
@@ -278,12 +294,19 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
     who: dict[tuple[int, int], Person] = {(t, f): t for t, fr in ref_tracks.items() for f in fr}  # (track, frame)
     if labels is not None:
         who = {(t, f): p for t, a, b, p in read_labels(labels, ref_tracks) for f in ref_tracks[t] if a <= f <= b}
+    width = max((b[2] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
+    height = max((b[3] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
+    return events, info, ref_tracks, who, (width, height)
+
+
+def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> dict[str, Any]:
+    """Pairwise identity precision/recall of ``run`` against the tracks of a one-camera ``reference`` run, or with
+    ``labels`` (:func:`read_labels`) against the persons those tracks were labelled with by eye."""
+    events, info, ref_tracks, who, (width, height) = _run_and_reference(run, reference, labels)
     by_frame: dict[int, list[tuple[int, Box]]] = defaultdict(list)
     for t, fr in ref_tracks.items():
         for f, box in fr.items():
             by_frame[f].append((t, box))
-    width = max((b[2] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
-    height = max((b[3] for fr in ref_tracks.values() for b in fr.values()), default=0.0)
     person: dict[tuple[str, int], Person] = {}
     boxes: dict[tuple[str, int], dict[int, Box]] = {}
     n_tracks = 0
@@ -326,7 +349,49 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
             "within_camera": prf(counts["within"]), "persons_in_several_cameras": len(multi),
             "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1),
             "persons": person_breakdown(sorted(multi, key=str), person, boxes, gid, events),
-            "identity": None if labels is None else mtmc_idf1(run, info, ref_tracks, who, (width, height))}
+            "identity": None if labels is None else mtmc_idf1(labelled_truth(run, info, ref_tracks, who,
+                                                                             (width, height)))}
+
+
+def write_gt(run: Path, reference: Path, labels: Path, out: Path) -> list[Path]:
+    """The labelled persons as MOTChallenge ground truth for each camera of ``run``, to score the run's
+    ``<camera>.global.txt`` with standard tools: ``out/<camera>/gt/gt.txt`` (``frame,id,x,y,w,h,conf,class,
+    visibility``; frame numbers and camera pixels as in the run's own files; a person is the same id in every camera,
+    listed in ``out/persons.json``), ``out/<camera>/seqinfo.ini`` (seqLength = the camera's last source frame + 1,
+    so its frame numbers fit) and ``out/answers/<camera>.txt`` (a copy of the run's global-id file). Reference boxes
+    that count neither way (unlabelled, or mostly outside the roi) are rows with conf 0 and class 8 (distractor:
+    TrackEval drops written boxes on them; py-motmetrics drops them). Returns the gt files."""
+    import shutil
+
+    events, info, ref_tracks, who, size = _run_and_reference(run, reference, labels)
+    gt, ignore, _, spans = labelled_truth(run, info, ref_tracks, who, size)
+    ids = {p: i + 1 for i, p in enumerate(sorted({p for rows in gt.values() for p, _ in rows}, key=str))}
+    import cv2
+
+    cap = cv2.VideoCapture(next(iter(info.values()))["source"])  # every camera reads the reference's source
+    fps = round(cap.get(cv2.CAP_PROP_FPS) or 0.0, 3)  # 0 when unknown (an image folder): TrackEval reads seqLength
+    cap.release()
+    (out / "answers").mkdir(parents=True, exist_ok=True)
+    (out / "persons.json").write_text(json.dumps({str(i): str(p) for p, i in ids.items()}, indent=1) + "\n")
+    written = []
+    for c, ci in info.items():
+        dx, dy = (ci["roi"][0], ci["roi"][1]) if ci.get("roi") else (0, 0)
+        w, h = (ci["roi"][2] - dx, ci["roi"][3] - dy) if ci.get("roi") else (int(size[0]) + 1, int(size[1]) + 1)
+        rows = []
+        for f in range(*spans[c]):
+            for flag, items in ((1, [(ids[p], b) for p, b in gt.get((c, f), ())]),
+                                (0, [(-1, b) for b in ignore.get((c, f), ())])):
+                for i, b in items:
+                    rows.append(f"{f + 1},{i},{b[0] - dx:.1f},{b[1] - dy:.1f},{b[2] - b[0]:.1f},{b[3] - b[1]:.1f},"
+                                f"{flag},{1 if flag else 8},1\n")
+        (out / c / "gt").mkdir(parents=True, exist_ok=True)
+        (out / c / "gt" / "gt.txt").write_text("".join(rows))
+        (out / c / "seqinfo.ini").write_text(f"[Sequence]\nname={c}\nimDir=img1\nframeRate={fps}\n"
+                                             f"seqLength={spans[c][1]}\nimWidth={w}\nimHeight={h}\nimExt=.jpg\n")
+        if (run / f"{c}.global.txt").is_file():
+            shutil.copyfile(run / f"{c}.global.txt", out / "answers" / f"{c}.txt")
+        written.append(out / c / "gt" / "gt.txt")
+    return written
 
 
 def person_breakdown(persons: list[Person], person: dict[tuple[str, int], Person], boxes: dict[tuple[str, int], dict[int, Box]],
@@ -556,9 +621,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--labels", metavar="FILE",
                     help="with --reference: the reference's tracks labelled by eye with the person they follow (e.g. "
                     "configs/vtest.labels.yaml for configs/cams.full.yaml); score against those persons")
+    ap.add_argument("--write-gt", metavar="DIR",
+                    help="with --labels: write the labelled persons as MOTChallenge ground truth per camera to DIR "
+                    "(DIR/<camera>/gt/gt.txt, seqinfo.ini, and the run's global-id files as DIR/answers/<camera>.txt) "
+                    "for TrackEval or py-motmetrics")
     args = ap.parse_args(argv)
     if (args.persons or args.sheets or args.labels) and not args.reference:
         ap.error("--persons, --sheets and --labels need --reference REF_RUN (persons are the reference run's tracks)")
+    if args.write_gt and not args.labels:
+        ap.error("--write-gt needs --reference REF_RUN and --labels FILE (the ground truth is the labelled persons)")
     r = report(Path(args.run))
     if args.reference:
         r["scored"] = score_against(Path(args.run), Path(args.reference), Path(args.labels) if args.labels else None)
@@ -568,6 +639,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print_report(r)
         if args.persons:
             print_persons(r["scored"])
+    if args.write_gt:
+        files = write_gt(Path(args.run), Path(args.reference), Path(args.labels), Path(args.write_gt))
+        print(f"ground truth for {len(files)} cameras in {args.write_gt}", file=sys.stderr if args.json else sys.stdout)
     if args.sheets:
         source = next(e for e in read_events(Path(args.run)) if e["type"] == "run_started")["cameras"][0]["source"]
         files = write_sheets(r["scored"]["persons"], source, Path(args.sheets))

@@ -163,6 +163,22 @@ def test_report_scores_against_persons_labelled_by_eye(tmp_path: Path, capsys) -
     i = report.score_against(run, ref, labels)["identity"]  # A's return written under B's id: 2 frames lost
     assert (i["idtp"], i["idf1"]) == (10, round(20 / 24, 3))
     assert report.score_against(run, ref)["identity"] is None  # only against labelled persons
+    # the same ground truth in MOTChallenge files for standard tools: one id per person across cameras, camera pixels,
+    # the run's frame numbers; the post is a "count neither way" row (conf 0, class 8)
+    gt_dir = tmp_path / "gt"
+    assert report.main([str(run), "--reference", str(ref), "--labels", str(labels), "--write-gt", str(gt_dir)]) == 0
+    persons = json.loads((gt_dir / "persons.json").read_text())
+    assert persons == {"1": "A", "2": "B", "3": "C"}
+    first = [r.split(",") for r in (gt_dir / "first" / "gt" / "gt.txt").read_text().splitlines()]
+    second = [r.split(",") for r in (gt_dir / "second" / "gt" / "gt.txt").read_text().splitlines()]
+    assert [(r[0], r[1], r[6], r[7]) for r in first if r[0] == "1"] == [("1", "1", "1", "1"), ("1", "2", "1", "1"),
+                                                                        ("1", "-1", "0", "8")]
+    assert {(r[0], r[1]) for r in second} == {("6", "1"), ("7", "1")} | {(str(f), "3") for f in range(4, 8)}
+    assert [float(v) for v in first[0][2:6]] == [20.0, 10.0, 30.0, 80.0]  # x, y, w, h as in the run's MOT files
+    assert "seqLength=7" in (gt_dir / "second" / "seqinfo.ini").read_text()
+    assert (gt_dir / "answers" / "second.txt").read_text() == (run / "second.global.txt").read_text()
+    with pytest.raises(SystemExit):
+        report.main([str(run), "--reference", str(ref), "--write-gt", str(gt_dir)])  # needs --labels
     assert report.main([str(run), "--reference", str(ref), "--labels", str(labels), "--persons"]) == 0
     assert "person A (label): global ids [1]" in capsys.readouterr().out
     # labels made on another reference run are refused, naming the segment
