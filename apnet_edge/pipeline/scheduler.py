@@ -15,10 +15,13 @@ thin slice of a person entering at the border never creates or joins an identity
 
 A tracker sometimes moves a track from one person to another (two people crossing). With ``switch_below`` > 0, a good
 crop whose cosine similarity to the track's good-crop mean (of at least :data:`SWITCH_AFTER` crops) is under
-``switch_below`` is held back instead of folded in; ``switch_crops`` such crops in a row mean the track now follows
-someone else: its good-crop mean restarts from them and :attr:`TrackEmbedding.switched` is set, so the run loop
-unbinds the track from its identity and matches it anew. A crop that fits again drops the held ones (an occlusion,
-a bad crop).
+``switch_below`` and, with ``switch_sigmas`` > 0, also under the track's own usual similarity (the mean of its folded
+crops' similarities minus ``switch_sigmas`` standard deviations, floored at :data:`MIN_FIT_SD`; judged once
+:data:`SWITCH_AFTER` of them were seen) is held back instead of folded in. ``switch_crops`` such crops in a row mean
+the track now follows someone else: its good-crop mean restarts from them and :attr:`TrackEmbedding.switched` is set,
+so the run loop unbinds the track from its identity and matches it anew. A crop that fits again drops the held ones
+(an occlusion, a bad crop). The relative test keeps a model whose crops of one person scatter widely from seeing
+switches everywhere.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import numpy as np
 from apnet_edge.mining import box_iou
 from apnet_edge.pipeline.schema import ReidConfig
 
-SWITCH_AFTER = 3  # good crops in a track's mean before a crop that does not fit it can mean a tracker switch
+SWITCH_AFTER = 3  # good crops in a track's mean (and, with switch_sigmas, similarities seen) before judging a crop
+MIN_FIT_SD = 0.05  # floor of the spread of a track's crop similarities (a track of near-identical crops)
 
 
 def crop_quality(boxes: np.ndarray, frame_hw: tuple[int, int], cfg: ReidConfig) -> np.ndarray:
@@ -77,6 +81,8 @@ class TrackEmbedding:
     _sum: Optional[np.ndarray] = field(default=None, repr=False)
     _good_sum: Optional[np.ndarray] = field(default=None, repr=False)
     _held: list[tuple[float, np.ndarray]] = field(default_factory=list, repr=False)  # (quality, (D,)) not fitting
+    _fits: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)  # n, sum, sum of squares of the
+    #                                                                                    # folded crops' similarities
 
     @property
     def embedding(self) -> Optional[np.ndarray]:
@@ -94,16 +100,31 @@ class TrackEmbedding:
         n = float(np.linalg.norm(self._good_sum))
         return (self._good_sum / max(n, 1e-12)).astype(np.float32)
 
+    def switch_threshold(self, switch_below: float, switch_sigmas: float) -> Optional[float]:
+        """Similarity to the good-crop mean under which a good crop does not fit the track; None: not judged yet."""
+        if switch_below <= 0.0 or self.good_count < SWITCH_AFTER:
+            return None
+        if switch_sigmas <= 0.0:
+            return switch_below
+        n, total, squares = self._fits
+        if n < SWITCH_AFTER:
+            return None
+        mean = total / n
+        sd = max(float(np.sqrt(max(squares / n - mean * mean, 0.0))), MIN_FIT_SD)
+        return min(switch_below, mean - switch_sigmas * sd)
+
     def add(self, emb: np.ndarray, quality: float, frame_index: int, good: bool = False, switch_below: float = 0.0,
-            switch_crops: int = 2) -> None:
+            switch_crops: int = 2, switch_sigmas: float = 0.0) -> None:
         """Fold in one L2-normalised embedding (D,) with weight ``quality``; ``good``: also into the good mean, unless
-        it does not fit that mean (cosine < ``switch_below``, see the module docstring)."""
+        it does not fit that mean (see the module docstring and :meth:`switch_threshold`)."""
         q = max(float(quality), 1e-3)
         e = np.asarray(emb, np.float32).reshape(-1)
         self.last_embed_frame = frame_index
         self.best_quality = max(self.best_quality, float(quality))
-        if good and switch_below > 0.0 and self.good_count >= SWITCH_AFTER:
-            if float(self.good_embedding @ e) < switch_below:
+        limit = self.switch_threshold(switch_below, switch_sigmas) if good else None
+        fit = float(self.good_embedding @ e) if good and switch_below > 0.0 and self.good_count >= SWITCH_AFTER else None
+        if limit is not None and fit is not None:
+            if fit < limit:
                 self._held.append((q, e))
                 if len(self._held) < switch_crops:
                     return  # held back: one crop that does not fit is not yet a switch
@@ -113,10 +134,13 @@ class TrackEmbedding:
                 self.good_count = len(self._held)
                 self.last_good_frame = frame_index
                 self._held = []
+                self._fits = [0.0, 0.0, 0.0]
                 self.switched = True
                 self.switches += 1
                 return
             self._held = []  # it fits again: the held crops were an occlusion or a bad crop
+        if fit is not None:
+            self._fits = [self._fits[0] + 1, self._fits[1] + fit, self._fits[2] + fit * fit]
         self._sum = q * e if self._sum is None else self._sum + q * e
         self.weight += q
         if good:
@@ -188,7 +212,8 @@ class EmbeddingScheduler:
             st = self.tracks.get((r.camera_id, r.track_id))
             if st is not None:
                 st.add(e, r.quality, r.frame_index, good=not r.truncated and r.quality >= self.good_quality,
-                       switch_below=self.cfg.switch_below, switch_crops=self.cfg.switch_crops)
+                       switch_below=self.cfg.switch_below, switch_crops=self.cfg.switch_crops,
+                       switch_sigmas=self.cfg.switch_sigmas)
 
     def drop(self, camera_id: str, track_id: int) -> Optional[TrackEmbedding]:
         """Forget an ended track (keeps memory flat); returns its last state."""

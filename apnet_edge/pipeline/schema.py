@@ -136,8 +136,9 @@ class ReidConfig:
     ref_box_height: int = 160  # box height at which the size part of the quality reaches 1
     crop_pad: float = 0.0  # context around each box given to the re-ID model, a fraction of its width/height per side
     flip: bool = False  # embed each crop and its mirror image and average them (twice the re-ID work)
-    switch_below: float = 0.0  # a good crop with cosine similarity under this to its track's look is held (0 = off)
+    switch_below: float = 0.5  # a good crop with cosine similarity under this to its track's look is held (0 = off)
     switch_crops: int = 2  # that many held crops in a row: the tracker moved the track to someone else, matched anew
+    switch_sigmas: float = 3.0  # > 0: and under the track's mean crop similarity minus this many standard deviations
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,8 @@ def parse_cams(data: Any, base: Union[str, Path] = ".") -> CamsConfig:
             raise ConfigError(f"'reid.{key}' must be >= 1, found {getattr(reid, key)}")
     _check_range(reid.crop_pad, 0.0, 0.5, "reid.crop_pad")
     _check_range(reid.switch_below, 0.0, 1.0, "reid.switch_below")
+    if reid.switch_sigmas < 0:
+        raise ConfigError(f"'reid.switch_sigmas' must be >= 0, found {reid.switch_sigmas}")
     if reid.better_crop_ratio < 1.0:
         raise ConfigError(f"'reid.better_crop_ratio' must be >= 1.0, found {reid.better_crop_ratio}")
     raw_match = dict(data.get("matcher") or {})

@@ -127,10 +127,42 @@ def test_track_look_holds_a_crop_that_does_not_fit_and_restarts_after_a_switch()
     st.add(b, 0.6, 13, good=True, switch_below=0.35)  # the second in a row: the track follows someone else now
     assert st.switched and st.switches == 1 and st.good_count == 2 and st.last_good_frame == 13
     assert np.allclose(st.good_embedding, b) and np.allclose(st.embedding, b)
-    off = TrackEmbedding("c", 2, 0)  # switch_below 0 (the default): every good crop is folded in
+    off = TrackEmbedding("c", 2, 0)  # switch_below 0: every good crop is folded in
     for f, e in enumerate([a, a, a, b, b]):
         off.add(e, 0.8, f, good=True)
     assert off.good_count == 5 and not off.switched
+
+
+def test_switch_threshold_follows_the_tracks_own_spread() -> None:
+    """With switch_sigmas, a crop must also fall below the track's usual similarity (mean - k sd, sd >= 0.05): a
+    track whose crops scatter (a weak model) is not cut by a crop that is merely low."""
+    from apnet_edge.pipeline.scheduler import SWITCH_AFTER, TrackEmbedding
+
+    rng = np.random.default_rng(0)
+    base = _unit(np.ones(8, np.float32))
+
+    def near(sim: float) -> np.ndarray:  # a unit vector with cosine ``sim`` to the mean direction ``base``
+        other = rng.standard_normal(8).astype(np.float32)
+        other = _unit(other - (other @ base) * base)
+        return (sim * base + np.sqrt(1 - sim * sim) * other).astype(np.float32)
+
+    steady, loose, strict = TrackEmbedding("c", 1, 0), TrackEmbedding("c", 2, 0), TrackEmbedding("c", 3, 0)
+    for f in range(SWITCH_AFTER):  # the mean to judge against
+        for st in (steady, loose, strict):
+            st.add(base, 0.8, f, good=True, switch_below=0.5, switch_sigmas=3.0)
+    assert steady.switch_threshold(0.5, 3.0) is None  # no similarities seen yet: not judged
+    assert steady.switch_threshold(0.5, 0.0) == 0.5  # switch_sigmas 0: the absolute limit alone
+    scatter = [near(0.35 if f % 2 else 0.95) for f in range(6)] + [near(0.3), near(0.3)]
+    for f, e in enumerate(scatter):
+        steady.add(base, 0.8, 10 + f, good=True, switch_below=0.5, switch_sigmas=3.0)
+        loose.add(e, 0.8, 10 + f, good=True, switch_below=0.5, switch_sigmas=3.0)
+        strict.add(e, 0.8, 10 + f, good=True, switch_below=0.5, switch_sigmas=0.0)
+        if f == 5:
+            assert steady.switch_threshold(0.5, 3.0) == 0.5  # crops all alike: the absolute limit decides
+            t = loose.switch_threshold(0.5, 3.0)
+            assert t is not None and t < 0.2  # a scattering track is judged against its own spread
+    assert not loose.switched  # two crops at 0.3 are usual for this track
+    assert strict.switched  # the absolute limit alone cuts it
 
 
 def test_crop_quality_penalises_border_small_and_overlap() -> None:
