@@ -356,6 +356,8 @@ def _header(run: RunData) -> str:
              ("identities created", s.get("identities_created", "–")),
              ("identities in the report", len(run.identities)),
              ("handoffs", run.event_counts.get("handoff", (s.get("events") or {}).get("handoff", "–"))),
+             ("ids revised (matcher.revise_window_s)", run.event_counts.get("identity_revised", 0)),
+             ("tracks switched to another person (reid.switch_below)", run.event_counts.get("track_switched", 0)),
              ("gallery size at the end", s.get("gallery_size", "–")),
              ("stopped early (Ctrl-C)", "yes" if s.get("stopped") else "no")]
     facts_html = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)

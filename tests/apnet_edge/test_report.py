@@ -99,7 +99,8 @@ def _make_run(root: Path, identities: bool = True) -> Path:
         events += [{"type": "identity_created", "gid": 1, "camera": "left", "track_id": 1, "t": 0.3},
                    {"type": "identity_created", "gid": 2, "camera": "right", "track_id": 5, "t": 0.5},
                    {"type": "handoff", "gid": 1, "from_camera": "left", "to_camera": "right", "track_id": 4,
-                    "t": 1.1, "gap_s": 0.0, "similarity": 0.71}]
+                    "t": 1.1, "gap_s": 0.0, "similarity": 0.71},
+                   {"type": "track_switched", "camera": "right", "track_id": 5, "gid": 2, "frame": 9, "t": 0.9}]
     events.append({"type": "run_ended", "failures": [], "wall_s": 2.0})
     (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"type": "trunc')
     stage = {"count": 20, "mean_ms": 5.0, "p50_ms": 4.0, "p95_ms": 9.5, "p99_ms": 12.25, "max_ms": 14.0}
@@ -141,6 +142,8 @@ def test_report_shows_identities_pictures_and_charts(fake_run: Path, tmp_path: P
     assert "id='timeline-svg'" in page and "data-gid='2' data-camera='right'" in page
     assert "id='latency-svg'" in page and "detect p99: 12.250 ms" in page
     assert "embed_crops (a count per re-ID call" in page  # not drawn as milliseconds
+    assert "tracks switched to another person (reid.switch_below)</dt><dd>1<" in page
+    assert "ids revised (matcher.revise_window_s)</dt><dd>0<" in page
     for img in re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", page):
         assert base64.b64decode(img)[:2] == b"\xff\xd8"  # real JPEGs
     # self-contained, escaped, no secret
