@@ -77,12 +77,10 @@ class TrackEmbedding:
     good_count: int = 0  # embedded good crops (not truncated, quality >= the scheduler's good_quality)
     last_good_frame: int = -1
     switched: bool = False  # the good-crop mean restarted on another person (set by add, cleared by the run loop)
-    switches: int = 0
     _sum: Optional[np.ndarray] = field(default=None, repr=False)
     _good_sum: Optional[np.ndarray] = field(default=None, repr=False)
     _held: list[tuple[float, np.ndarray]] = field(default_factory=list, repr=False)  # (quality, (D,)) not fitting
-    _fits: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0], repr=False)  # n, sum, sum of squares of the
-    #                                                                                    # folded crops' similarities
+    _fits: tuple[float, float, float] = (0.0, 0.0, 0.0)  # n, sum, sum of squares of the folded crops' similarities
 
     @property
     def embedding(self) -> Optional[np.ndarray]:
@@ -121,26 +119,24 @@ class TrackEmbedding:
         e = np.asarray(emb, np.float32).reshape(-1)
         self.last_embed_frame = frame_index
         self.best_quality = max(self.best_quality, float(quality))
-        limit = self.switch_threshold(switch_below, switch_sigmas) if good else None
-        fit = float(self.good_embedding @ e) if good and switch_below > 0.0 and self.good_count >= SWITCH_AFTER else None
-        if limit is not None and fit is not None:
-            if fit < limit:
-                self._held.append((q, e))
-                if len(self._held) < switch_crops:
-                    return  # held back: one crop that does not fit is not yet a switch
-                self._good_sum = sum(hq * he for hq, he in self._held)
-                self._sum = self._good_sum.copy()
-                self.weight = sum(hq for hq, _ in self._held)
-                self.good_count = len(self._held)
-                self.last_good_frame = frame_index
-                self._held = []
-                self._fits = [0.0, 0.0, 0.0]
-                self.switched = True
-                self.switches += 1
-                return
-            self._held = []  # it fits again: the held crops were an occlusion or a bad crop
-        if fit is not None:
-            self._fits = [self._fits[0] + 1, self._fits[1] + fit, self._fits[2] + fit * fit]
+        judged = good and switch_below > 0.0 and self.good_count >= SWITCH_AFTER
+        fit = float(self.good_embedding @ e) if judged else None
+        limit = self.switch_threshold(switch_below, switch_sigmas) if fit is not None else None
+        if fit is not None and limit is not None and fit < limit:
+            self._held.append((q, e))
+            if len(self._held) < switch_crops:
+                return  # held back: one crop that does not fit is not yet a switch
+            self._good_sum = sum(hq * he for hq, he in self._held)
+            self._sum = self._good_sum.copy()
+            self.weight = sum(hq for hq, _ in self._held)
+            self.good_count = len(self._held)
+            self.last_good_frame = frame_index
+            self._held, self._fits, self.switched = [], (0.0, 0.0, 0.0), True
+            return
+        if fit is not None:  # it fits: held crops before it were an occlusion or a bad crop
+            self._held = []
+            n, total, squares = self._fits
+            self._fits = (n + 1, total + fit, squares + fit * fit)
         self._sum = q * e if self._sum is None else self._sum + q * e
         self.weight += q
         if good:

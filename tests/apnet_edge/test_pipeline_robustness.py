@@ -365,9 +365,9 @@ def test_looped_run_state_stays_bounded(tmp_path: Path) -> None:
 
 
 def test_a_track_the_tracker_moves_to_another_person_is_matched_anew(tmp_path: Path) -> None:
-    """reid.switch_below (on by default): from source frame 12 on, the one track's crops look like someone else (orthogonal
-    embeddings): after two such crops the track leaves its identity (track_switched) and founds a new one; the
-    global-id MOT file shows the change from that frame on, the local one keeps the track id."""
+    """reid.switch_below (on by default): from source frame 12 on, the one track's crops look like someone else
+    (orthogonal embeddings): after two such crops the track leaves its identity (track_switched) and founds a new one;
+    the global-id MOT file shows the change from that frame on, the local one keeps the track id."""
     from apnet_edge.pipeline.run import run_pipeline
 
     class TwoPeople(FakeReid):
@@ -387,7 +387,7 @@ def test_a_track_the_tracker_moves_to_another_person_is_matched_anew(tmp_path: P
     created = [(e["gid"], e["track_id"]) for e in events if e["type"] == "identity_created"]
     assert created == [(1, 1), (2, 1)]
     rows = [line.split(",") for line in (tmp_path / "out" / "a.global.txt").read_text().splitlines()]
-    assert {int(r[1]) for r in rows if int(r[0]) <= 13} == {1} and {int(r[1]) for r in rows if int(r[0]) > 14} == {2}
+    assert {int(r[1]) for r in rows if int(r[0]) <= 13} == {1} and {int(r[1]) for r in rows if int(r[0]) >= 14} == {2}
     assert {line.split(",")[1] for line in (tmp_path / "out" / "a.local.txt").read_text().splitlines()} == {"1"}
     # switch_below 0 turns it off: the same run keeps one identity
     cfg = _cfg(tmp_path, [{"id": "a", "source": str(video)}], refresh_frames=1, switch_below=0.0)
