@@ -385,7 +385,7 @@ class CrossCameraMatcher:
         to another identity (see the module docstring). Returns the moves."""
         dirty, self._dirty = self._dirty, set()
         cands: list[tuple[float, Key, int, float, Optional[float], np.ndarray]] = []
-        for key in dirty:
+        for key in sorted(dirty):  # a fixed order: ties in gain must not depend on string hashing
             gid = self.bound.get(key)
             cur = self.gallery.get(gid) if gid is not None else None
             if cur is None or key not in cur.bank or not self.provisional(key[0], key[1], now):

@@ -133,6 +133,33 @@ def test_revision_respects_same_camera_exclusion_and_is_one_to_one() -> None:
     assert m2.revise(now=1.0) == [] and m2.gid_of("right", 2) != g_live
 
 
+_TIED_REVISION = """
+import numpy as np
+from apnet_edge.pipeline.matcher import CrossCameraMatcher
+from apnet_edge.pipeline.schema import MatcherConfig
+m = CrossCameraMatcher(MatcherConfig(threshold=0.7, revise_window_s=5.0))
+x, y, z = np.eye(3, 8, dtype=np.float32)
+m.assign([("a", 1, x), ("b", 1, y)], now=0.0)  # two founders, then both look like z: each may take the other's id
+m.update("a", 1, z, 0.5)
+m.update("b", 1, z, 0.5)
+print([(r.camera_id, r.gid_from, r.gid_to) for r in m.revise(0.5)])
+"""
+
+
+def test_tied_revisions_do_not_depend_on_string_hashing() -> None:
+    """Two provisional tracks that could each move to the other's identity with the same gain: one moves, and which
+    one is the same in every process (the pending tracks were a set, iterated in hash order)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    outs = {subprocess.run([sys.executable, "-c", _TIED_REVISION], capture_output=True, text=True, check=True, cwd=root,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(8)}
+    assert len(outs) == 1, outs
+    assert outs.pop().count("(") == 1  # one move: the other identity was merged away
+
+
 def test_moving_a_track_keeps_an_identity_other_tracks_held() -> None:
     cfg = MatcherConfig(threshold=0.7, revise_window_s=5.0)
     m = CrossCameraMatcher(cfg)
