@@ -252,7 +252,7 @@ class CrossCameraMatcher:
         # first good crop, which may come seconds after it appeared (at the entry edge, where it was lost)
         gap = (first[1] if first is not None else now) - ident.last_seen
         # its last sighting in this camera (time, box): where a re-entry or a resumed fragment must start from
-        here = (ident.last_seen, ident.last_box) if ident.last_camera == camera_id else ident.last_in.get(camera_id)
+        here = ident.last_in.get(camera_id)
         # a fragment: first seen within resume_s after that sighting; not a track that was in view while the identity
         # still was (negative gap: two people side by side)
         resumes = here is not None and first is not None and 0.0 <= first[1] - here[0] <= self.cfg.resume_s
