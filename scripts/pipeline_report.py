@@ -363,11 +363,11 @@ def write_gt(run: Path, reference: Path, labels: Path, out: Path) -> list[Path]:
     TrackEval drops written boxes on them; py-motmetrics drops them). Returns the gt files."""
     import shutil
 
-    events, info, ref_tracks, who, size = _run_and_reference(run, reference, labels)
-    gt, ignore, _, spans = labelled_truth(run, info, ref_tracks, who, size)
-    ids = {p: i + 1 for i, p in enumerate(sorted({p for rows in gt.values() for p, _ in rows}, key=str))}
     import cv2
 
+    _, info, ref_tracks, who, size = _run_and_reference(run, reference, labels)
+    gt, ignore, _, spans = labelled_truth(run, info, ref_tracks, who, size)
+    ids = {p: i + 1 for i, p in enumerate(sorted({p for rows in gt.values() for p, _ in rows}, key=str))}
     cap = cv2.VideoCapture(next(iter(info.values()))["source"])  # every camera reads the reference's source
     fps = round(cap.get(cv2.CAP_PROP_FPS) or 0.0, 3)  # 0 when unknown (an image folder): TrackEval reads seqLength
     cap.release()
@@ -593,8 +593,8 @@ def print_report(r: dict[str, Any]) -> None:
 def print_persons(sc: dict[str, Any]) -> None:
     """The per-person breakdown of :func:`person_breakdown` (``--persons``)."""
     for p in sc["persons"]:
-        print(f"person {p['person']} ({'reference track' if isinstance(p['person'], int) else 'label'}): global ids {p['gids']}"
-              + ("" if len(p["gids"]) == 1 else "  SPLIT"))
+        kind = "reference track" if isinstance(p["person"], int) else "label"
+        print(f"person {p['person']} ({kind}): global ids {p['gids']}" + ("" if len(p["gids"]) == 1 else "  SPLIT"))
         for t in p["tracks"]:
             b0, b1 = t["first_box"], t["last_box"]
             got = {"created": "created it", "no id": "no global id", "revised": f"revised from {t.get('gid_from')}"}.get(
