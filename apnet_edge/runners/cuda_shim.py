@@ -212,9 +212,12 @@ class PyCudaApi(CudaApi):
     name = "pycuda"
 
     def __init__(self, device: int = 0) -> None:
+        import atexit
+
         import pycuda.driver as drv
 
         self.drv = drv
+        self.device_index = device
         try:
             drv.init()
             self._device = drv.Device(device)
@@ -222,6 +225,8 @@ class PyCudaApi(CudaApi):
             self._ctx.push()
         except drv.Error as exc:
             raise CudaError(f"pycuda could not open GPU {device}: {exc}{_hint(str(exc))}") from None
+        # pycuda aborts the process at exit when its context stack is not empty (pycuda.autoprimaryctx pops too)
+        atexit.register(self._ctx.pop)
         self._allocs: dict[int, Any] = {}
 
     def _call(self, call: str, fn: Callable[[], Any]) -> Any:
@@ -231,6 +236,9 @@ class PyCudaApi(CudaApi):
             raise CudaError(f"CUDA call {call} (pycuda) failed: {exc}{_hint(str(exc))}") from None
 
     def device_info(self, device: int = 0) -> DeviceInfo:
+        if device != self.device_index:  # memory and streams live in the context pushed in __init__
+            raise CudaError(f"the pycuda binding runs on GPU {self.device_index}, not GPU {device}; select the GPU "
+                            f"with CUDA_VISIBLE_DEVICES={device} (it is then GPU 0), or use cuda-python")
         d = self._call("Device", lambda: self.drv.Device(device))
         major, minor = d.compute_capability()
         return DeviceInfo(name=str(d.name()).strip(), compute_capability=f"{major}.{minor}",
@@ -296,7 +304,10 @@ class PolygraphyCudaApi(CudaApi):
 
         self.pcuda = pcuda
         self._exc = PolygraphyException
-        self.w = self._call("load libcudart", pcuda.wrapper)
+        try:
+            self.w = self._call("load libcudart", pcuda.wrapper)
+        except OSError as exc:  # ctypes found no libcudart: as good as not installed
+            raise ImportError(f"polygraphy.cuda cannot load libcudart: {exc}") from exc
         self.lib = self.w.handle
 
     def _call(self, call: str, fn: Callable[[], Any]) -> Any:
@@ -387,11 +398,12 @@ def _hint(error_text: str) -> str:
 
 def get_cuda(binding: Optional[str] = None) -> CudaApi:
     """The CUDA binding to use: ``binding`` (one of :data:`BINDINGS`), else ``$APNET_EDGE_CUDA_BINDING``, else the
-    first of cuda-python, pycuda, polygraphy that imports. Cached per binding.
+    first of cuda-python, pycuda, polygraphy that imports and can query GPU 0 (an installed binding built for a newer
+    CUDA than the driver's fails there). Cached per binding.
 
     Raises:
         MissingDependencyError: none of them is installed (names ``pip install 'apnet-edge[trt]'``).
-        CudaError: the binding is installed but cannot open the GPU (pycuda) or load libcudart (polygraphy).
+        CudaError: the binding asked for, or every installed one, cannot open the GPU.
         ValueError: an unknown binding name.
     """
     asked = (binding or os.environ.get(ENV_BINDING) or "auto").strip().lower()
@@ -399,16 +411,28 @@ def get_cuda(binding: Optional[str] = None) -> CudaApi:
         raise ValueError(f"unknown CUDA binding {asked!r}; choose one of {', '.join(BINDINGS)} or auto")
     names = list(BINDINGS) if asked == "auto" else [_ALIASES[asked]]
     missing = []
+    unusable: list[CudaError] = []
     for name in names:
         if name in _CACHE:
             return _CACHE[name]
         try:
             api = _FACTORIES[name]()
+            if asked == "auto":  # installed is not enough: cuda-python 13 imports fine over a CUDA 12 driver
+                api.device_info(0)
         except ImportError:
             missing.append(name)
             continue
+        except CudaError as exc:
+            if asked != "auto":
+                raise
+            unusable.append(CudaError(f"{name}: {exc}"))
+            continue
         _CACHE[name] = api
         return api
+    if unusable:
+        raise CudaError("no CUDA binding works here: " + "; ".join(str(e) for e in unusable)
+                        + ". Install the binding that matches the driver's CUDA version (cuda-python 12.x for "
+                          "CUDA 12 drivers, 13.x needs driver 580 or newer; pycuda on JetPack)")
     raise MissingDependencyError(
         names[0] if len(names) == 1 else "cuda-python", "trt",
         f"CUDA memory and streams for TensorRT; tried {', '.join(missing)}. On Jetson: pip install pycuda "
