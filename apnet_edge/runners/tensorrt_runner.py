@@ -270,6 +270,15 @@ def rebuild_hint(info: Optional[EngineInfo], engine_path: PathLike) -> str:
     return f"Rebuild it on this device with: {cmd}"
 
 
+def _numpy_dtype(trt_mod: Any, trt_dtype: Any, tensor: str, where: str) -> np.dtype:
+    """The numpy dtype of an engine I/O tensor; BF16/FP8 I/O (no numpy twin) is refused with the fix."""
+    try:
+        return np.dtype(trt_mod.nptype(trt_dtype))
+    except TypeError:
+        raise ModelError(f"{where}: I/O tensor {tensor!r} is {trt_dtype}, which numpy cannot hold; rebuild the engine "
+                         f"with FP32 or FP16 inputs and outputs (keep the model's I/O types when converting it)") from None
+
+
 def check_engine_compat(info: EngineInfo, engine_path: PathLike, trt_version: str, device: DeviceInfo,
                         strict_gpu: bool = True) -> list[str]:
     """Check that an engine (described by ``info``) can load here; returns warnings, raises on a hard mismatch.
@@ -375,6 +384,8 @@ class TensorRTRunner(Runner):
         if init_plugins is not None:  # engines may use TensorRT's standard plugins
             init_plugins(trt_logger(), "")
         runtime = trt_mod.Runtime(trt_logger())
+        if self.info is not None and self.info.dla_core is not None:
+            runtime.DLA_core = int(self.info.dla_core)  # run on the DLA core it was built for (as trtexec does)
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             errs = take_trt_errors()
@@ -425,7 +436,7 @@ class TensorRTRunner(Runner):
             precision = self.info.precision
         else:
             precision = str(chosen.extra.get("precision") or "unknown")
-        self._dtypes = {n: np.dtype(trt_mod.nptype(engine.get_tensor_dtype(n))) for n in inputs + outputs}
+        self._dtypes = {n: _numpy_dtype(trt_mod, engine.get_tensor_dtype(n), n, where) for n in inputs + outputs}
         self._setup(card=chosen, name=str(self.path), task=task, normalize_output=normalize_output,
                     max_batch=cap, fixed_batch=pmin[0] == pmax[0], input_name=in_name, output_name=out_name,
                     precision=precision, input_dtype=self._dtypes[in_name], card_source=source)

@@ -141,6 +141,7 @@ class FakeEngine:
         self.runs: list[int] = []
         self.num_io_tensors = 2
         self.contexts: list[FakeContext] = []
+        self.dla_core = -1
 
     def get_tensor_name(self, i: int) -> str:
         return ["input", "embedding"][i]
@@ -174,12 +175,14 @@ def make_fake_trt(cuda: FakeCuda, profile: tuple[tuple[int, ...], ...], version:
     class Runtime:
         def __init__(self, logger: Any) -> None:
             assert isinstance(logger, ILogger)
+            self.DLA_core = -1
 
         def deserialize_cuda_engine(self, data: bytes) -> Optional[FakeEngine]:
             if data != b"engine":
                 tr._ERRORS.append("Serialization assertion failed: magicTagRead == kMAGIC_TAG")
                 return None
             eng = FakeEngine(cuda, profile)
+            eng.dla_core = self.DLA_core  # the core the runtime was set to when the engine was loaded
             mod.engines.append(eng)  # type: ignore[attr-defined]
             return eng
 
@@ -195,7 +198,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setattr(tr, "_LOGGER", None)  # the process-wide logger is rebuilt on the fake ILogger
 
     def make(profile=((1, 3, 8, 4), (4, 3, 8, 4), (8, 3, 8, 4)), sidecar: bool = True, version: str = "10.3.0.30",
-             built_with: str = "10.3.0.30", data: bytes = b"engine"):
+             built_with: str = "10.3.0.30", data: bytes = b"engine", dla_core: Optional[int] = None):
         mod = make_fake_trt(cuda, profile, version)
         monkeypatch.setitem(sys.modules, "tensorrt", mod)
         path = tmp_path / "tiny_fp16_b1-4-8_orin_sm87_trt10.3.0.engine"
@@ -206,7 +209,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
                 task="reid", input_name="input", profile_min=profile[0], profile_opt=profile[1],
                 profile_max=profile[2], source_onnx="tiny.onnx", source_onnx_sha256="0" * 64,
                 build_command="apnet-edge build-engine --onnx tiny.onnx --fp16 --batch 1,4,8 --out engines",
-                card=CARD.to_dict()))
+                card=CARD.to_dict(), dla_core=dla_core))
         return path, cuda, mod
 
     return make
@@ -231,6 +234,30 @@ def test_runner_reads_the_sidecar_and_embeds(fake) -> None:
         y = runner.infer(x)
     np.testing.assert_allclose(y, expected(x), rtol=1e-5, atol=1e-6)
     assert cuda.mem == {}  # everything freed on deactivate
+
+
+def test_dla_engine_runs_on_the_core_it_was_built_for(fake) -> None:
+    path, _, mod = fake(dla_core=1)
+    tr.TensorRTRunner(path, warmup=0)
+    assert mod.engines[-1].dla_core == 1
+    path, _, mod = fake()
+    tr.TensorRTRunner(path, warmup=0)
+    assert mod.engines[-1].dla_core == -1  # a GPU engine: the runtime's default
+
+
+def test_io_type_numpy_cannot_hold_is_refused(fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _, mod = fake()
+
+    def nptype(t: str) -> np.dtype:
+        if t == "bfloat16":
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return np.dtype(t)
+
+    monkeypatch.setattr(mod, "nptype", nptype)
+    monkeypatch.setattr(FakeEngine, "get_tensor_dtype", lambda self, name: "bfloat16" if name == "embedding"
+                        else "float32")
+    with pytest.raises(ModelError, match=r"'embedding' is bfloat16.*FP32 or FP16"):
+        tr.TensorRTRunner(path, warmup=0)
 
 
 def test_batches_split_and_buffers_grow_only_when_needed(fake) -> None:
