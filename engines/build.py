@@ -216,6 +216,7 @@ def build_engine(plan: BuildPlan, force: bool = False, calib_crops: Any = None) 
 
     t0 = time.perf_counter()
     calibrator, calibration = None, None
+    fresh_cache: Optional[Path] = None
     if plan.int8_mode == "implicit":
         from engines.calibration import CropBatches, make_calibrator
 
@@ -229,7 +230,10 @@ def build_engine(plan: BuildPlan, force: bool = False, calib_crops: Any = None) 
             raise ModelError(f"calibration cache {str(plan.calib_cache)!r} does not exist; pass --calib DIR of "
                              f"person crops to create it")
         plan.calib_cache.parent.mkdir(parents=True, exist_ok=True)
-        calibrator = make_calibrator(data, plan.calib_cache)
+        # crops given: calibrate on them into a fresh file (Polygraphy's calibrator would replay an existing cache
+        # and never look at the crops); it replaces the old cache only once the engine is built
+        fresh_cache = plan.calib_cache.with_name(f".{plan.calib_cache.name}.{os.getpid()}.tmp") if data is not None else None
+        calibrator = make_calibrator(data, fresh_cache or plan.calib_cache)
         calibration = {"cache": str(plan.calib_cache), "algorithm": "IInt8EntropyCalibrator2",
                        "folder": str(plan.request.calib_dir) if plan.request.calib_dir else None,
                        "images": data.num_images if data is not None else None,
@@ -240,6 +244,7 @@ def build_engine(plan: BuildPlan, force: bool = False, calib_crops: Any = None) 
     network = parse_onnx(plan)
     config = make_config_loader(plan, calibrator)
     take_trt_errors()
+    engine_bytes: Optional[bytes] = None
     try:
         with G_LOGGER.verbosity(G_LOGGER.WARNING):
             engine_bytes = EngineBytesFromNetwork(
@@ -253,6 +258,11 @@ def build_engine(plan: BuildPlan, force: bool = False, calib_crops: Any = None) 
     finally:
         if calibrator is not None and hasattr(calibrator, "free"):
             calibrator.free()
+        if fresh_cache is not None and engine_bytes is None:  # the build failed: keep the old cache as it was
+            fresh_cache.unlink(missing_ok=True)
+    assert engine_bytes is not None
+    if fresh_cache is not None and plan.calib_cache is not None and fresh_cache.is_file():
+        os.replace(fresh_cache, plan.calib_cache)
     _atomic_write(plan.engine_path, engine_bytes)
     seconds = time.perf_counter() - t0
     info = make_info(plan, file_sha256(plan.engine_path), seconds, calibration)

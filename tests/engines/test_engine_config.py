@@ -166,6 +166,59 @@ def test_int8_implicit_sets_the_calibrator(fake_trt: Any, tmp_path: Path) -> Non
     assert cfg.calibration_profile.shapes["input"][1] == (8, 3, 16, 8)  # calibration runs at the opt shape
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_int8_calibrates_on_the_crops_given_and_replaces_the_cache_only_when_built(
+        fake_trt: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    """Polygraphy's calibrator replays an existing cache and never reads the crops: with crops given, the build
+    calibrates into a fresh file that replaces the old cache only once the engine is built."""
+    import numpy as np
+    import polygraphy.backend.trt as pbt
+    from polygraphy.exception import PolygraphyException
+
+    import engines.build as eb
+    import engines.calibration as ec
+    from engines.build import EngineBuildError
+
+    env = BuildEnv("8.6.1.6", "Orin", "8.7")
+    plan = plan_build(BuildRequest(onnx=tmp_path / "m.onnx", precision="int8", calib_dir=tmp_path / "crops",
+                                   out_dir=tmp_path / "e"), facts(tmp_path), env)
+    assert plan.calib_cache is not None
+    plan.calib_cache.parent.mkdir(parents=True)
+    plan.calib_cache.write_bytes(b"old scales")
+    caches: list[Path] = []
+
+    def make_calibrator(data: Any, cache: Any) -> Any:
+        assert data is not None and data.num_images == 16
+        caches.append(Path(cache))
+        return types.SimpleNamespace(free=lambda: None)
+
+    class Build:
+        def __init__(self, network: Any, config: Any, save_timing_cache: Any = None) -> None:
+            pass
+
+        def __call__(self) -> bytes:
+            caches[-1].write_bytes(b"new scales")  # what TensorRT does through write_calibration_cache
+            if fails:
+                raise PolygraphyException("out of memory")
+            return b"engine"
+
+    monkeypatch.setattr(ec, "make_calibrator", make_calibrator)
+    monkeypatch.setattr(eb, "parse_onnx", lambda plan: ("builder", "network", "parser"))
+    monkeypatch.setattr(eb, "make_config_loader", lambda plan, calibrator: "config")
+    monkeypatch.setattr(pbt, "EngineBytesFromNetwork", Build)
+    crops = [np.full((32, 16, 3), i, np.uint8) for i in range(17)]
+    if fails:
+        with pytest.raises(EngineBuildError, match="out of memory"):
+            eb.build_engine(plan, calib_crops=crops)
+        assert plan.calib_cache.read_bytes() == b"old scales" and not plan.engine_path.exists()
+    else:
+        result = eb.build_engine(plan, calib_crops=crops)
+        assert plan.calib_cache.read_bytes() == b"new scales" and result.engine_path.read_bytes() == b"engine"
+        assert result.info.calibration is not None and result.info.calibration["images"] == 16
+    assert caches and caches[0] != plan.calib_cache  # calibrated into a fresh file, never the old cache
+    assert sorted(f.name for f in plan.calib_cache.parent.iterdir() if ".tmp" in f.name) == []
+
+
 def test_dla_core_and_fallback(fake_trt: Any, tmp_path: Path) -> None:
     env = BuildEnv("8.6.1.6", "Orin", "8.7", num_dla_cores=2)
     plan = plan_build(BuildRequest(onnx=tmp_path / "m.onnx", precision="fp16", dla_core=1, out_dir=tmp_path),
