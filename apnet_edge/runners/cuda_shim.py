@@ -411,7 +411,7 @@ def get_cuda(binding: Optional[str] = None) -> CudaApi:
         raise ValueError(f"unknown CUDA binding {asked!r}; choose one of {', '.join(BINDINGS)} or auto")
     names = list(BINDINGS) if asked == "auto" else [_ALIASES[asked]]
     missing = []
-    unusable: list[CudaError] = []
+    unusable: list[str] = []
     for name in names:
         if name in _CACHE:
             return _CACHE[name]
@@ -425,12 +425,12 @@ def get_cuda(binding: Optional[str] = None) -> CudaApi:
         except CudaError as exc:
             if asked != "auto":
                 raise
-            unusable.append(CudaError(f"{name}: {exc}"))
+            unusable.append(f"{name}: {exc}")
             continue
         _CACHE[name] = api
         return api
     if unusable:
-        raise CudaError("no CUDA binding works here: " + "; ".join(str(e) for e in unusable)
+        raise CudaError("no CUDA binding works here: " + "; ".join(unusable)
                         + ". Install the binding that matches the driver's CUDA version (cuda-python 12.x for "
                           "CUDA 12 drivers, 13.x needs driver 580 or newer; pycuda on JetPack)")
     raise MissingDependencyError(
