@@ -343,14 +343,52 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
         cams_of[person[k]].add(k[0])
         gids_of[person[k]].add(g)
     multi = [p for p, cs in cams_of.items() if len(cs) >= 2]
+    truth = None if labels is None else labelled_truth(run, info, ref_tracks, who, (width, height))
     return {"reference": str(reference), "labels": None if labels is None else str(labels), "tracks": n_tracks,
             "tracks_matched_to_reference": len(person),
             "tracks_with_gid_scored": len(gid), "across_cameras": prf(counts["across"]),
             "within_camera": prf(counts["within"]), "persons_in_several_cameras": len(multi),
             "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1),
             "persons": person_breakdown(sorted(multi, key=str), person, boxes, gid, events),
-            "identity": None if labels is None else mtmc_idf1(labelled_truth(run, info, ref_tracks, who,
-                                                                             (width, height)))}
+            "identity": None if truth is None else mtmc_idf1(truth),
+            "switches": None if truth is None else check_switches(events, info, run, truth)}
+
+
+SWITCH_BEFORE = (15, 40)  # source frames before a track_switched event whose labelled person is "before"
+SWITCH_AFTER = 20  # source frames from the event on whose labelled person is "after"
+
+
+def check_switches(events: list[dict[str, Any]], info: dict[str, dict[str, Any]], run: Path, truth: Truth
+                   ) -> dict[str, Any]:
+    """Each ``track_switched`` event against the labelled persons: the person the track's boxes follow 15-40 source
+    frames before the event (before the held crops) and in the 20 frames from it. ``real``: two different persons;
+    ``false``: the same one; ``unclear``: either side has no labelled box (the track ends, an unlabelled person)."""
+    gt = truth[0]
+    counts: Counter[str] = Counter()
+    rows = []
+    tracks = {c: _shift(read_mot(run / f"{c}.local.txt"), ci.get("roi")) for c, ci in info.items()}
+
+    def follows(c: str, boxes: dict[int, Box], frames: range) -> Optional[Person]:
+        votes: Counter[Person] = Counter()
+        for g in frames:
+            if g in boxes:
+                iou, p = max(((_iou(boxes[g], b), q) for q, b in gt.get((c, g), ())), default=(0.0, None),
+                             key=lambda x: x[0])
+                if iou >= 0.5 and p is not None:
+                    votes[p] += 1
+        return votes.most_common(1)[0][0] if votes else None
+
+    for e in events:
+        if e["type"] != "track_switched":
+            continue
+        c, t, f = e["camera"], e["track_id"], e["frame"]
+        boxes = tracks.get(c, {}).get(t, {})
+        before = follows(c, boxes, range(f - SWITCH_BEFORE[1], f - SWITCH_BEFORE[0]))
+        after = follows(c, boxes, range(f, f + SWITCH_AFTER))
+        verdict = "unclear" if before is None or after is None else "real" if before != after else "false"
+        counts[verdict] += 1
+        rows.append({"camera": c, "track_id": t, "frame": f, "before": before, "after": after, "verdict": verdict})
+    return {"detected": len(rows), **{k: counts.get(k, 0) for k in ("real", "false", "unclear")}, "events": rows}
 
 
 def write_gt(run: Path, reference: Path, labels: Path, out: Path) -> list[Path]:
@@ -588,6 +626,10 @@ def print_report(r: dict[str, Any]) -> None:
         if i:
             print(f"  multi-camera IDF1 {i['idf1']} (IDP {i['idp']}, IDR {i['idr']}: {i['idtp']} of {i['gt_boxes']} "
                   f"labelled boxes under their person's global id, {i['written_boxes']} written boxes)")
+        w = sc.get("switches")
+        if w and w["detected"]:
+            print(f"  tracker switches detected: {w['detected']}, by the labels {w['real']} real, {w['false']} false "
+                  f"(the same person before and after), {w['unclear']} unclear")
 
 
 def print_persons(sc: dict[str, Any]) -> None:
