@@ -276,3 +276,62 @@ def test_vtest_labels_fit_the_reference_run(tmp_path: Path) -> None:
     report = _report_module()
     labels = report.read_labels(part, report.read_mot(out / "full.local.txt"))
     assert len(labels) == len(early)
+
+
+def _scenes_module():
+    spec = importlib.util.spec_from_file_location("vtest_scenes", ROOT / "scripts" / "vtest_scenes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_shared
+def test_vtest_scenes_are_valid_cams_files_that_cover_the_video() -> None:
+    """scripts/vtest_scenes.py: every scene, built on configs/cams.example.yaml, passes the cams schema; side-by-side
+    cuts tile the frame's width with transits between neighbours only, time cuts tile the frames."""
+    import yaml
+
+    from apnet_edge.errors import ConfigError
+    from apnet_edge.pipeline.schema import parse_cams
+
+    vs = _scenes_module()
+    base = ROOT / "configs" / "cams.example.yaml"
+    raw = yaml.safe_load(base.read_text())
+    vs.apply_sets(raw, ["reid.refresh_frames=6", "matcher.threshold=0.6"])
+    source = parse_cams(raw, base.parent).cameras[0].source
+    size, frames = vs.source_facts(source)
+    assert size == (768, 576) and frames == 795
+    for scene in vs.SCENES:
+        cams, topo = vs.scene_cameras(scene, source, size, frames)
+        cfg = parse_cams({**raw, "cameras": cams, "matcher": {**raw["matcher"], "topology": topo}}, base.parent)
+        assert cfg.reid.refresh_frames == 6 and cfg.matcher.threshold == 0.6
+        xs = sorted({(c.roi[0], c.roi[2]) if c.roi else (0, 768) for c in cfg.cameras})
+        spans = sorted({(c.start_frame, c.end_frame or frames) for c in cfg.cameras})
+        assert xs[0][0] == 0 and xs[-1][1] == 768 and all(a[1] == b[0] for a, b in zip(xs, xs[1:]))
+        assert spans[0][0] == 0 and spans[-1][1] == frames and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert len(topo) == (2 * (len(cams) - 1) if scene in vs.CUTS else 0)
+    assert len(vs.scene_cameras("thirds", source, size, frames)[0]) == 3
+    with pytest.raises(ConfigError, match="section.key=value"):
+        vs.apply_sets(raw, ["refresh_frames=6"])
+    with pytest.raises(ConfigError, match="unknown scene"):
+        vs.scene_cameras("fifths", source, size, frames)
+
+
+def test_report_checks_switch_detections_against_the_labels(tmp_path: Path) -> None:
+    """A track_switched event is real when the track follows another labelled person after it than 15-40 frames
+    before it, false when the same one, unclear when a side has no labelled box."""
+    report = _report_module()
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [(f, 5, 20) for f in range(1, 61)] + [(f, 6, 200) for f in range(1, 61)] + [(f, 7, 400) for f in range(1, 43)]
+    (run / "cam.local.txt").write_text("".join(f"{f},{t},{x},10,30,80,0.9,-1,-1,-1\n" for f, t, x in rows))
+    gt: dict = {}
+    for f in range(1, 61):  # P then Q at track 5's place (the tracker switched), R all along at track 6's, S at 7's
+        gt[("cam", f)] = [("P" if f <= 40 else "Q", (20.0, 10.0, 50.0, 90.0)), ("R", (200.0, 10.0, 230.0, 90.0)),
+                          ("S", (400.0, 10.0, 430.0, 90.0))]
+    events = [{"type": "track_switched", "camera": "cam", "track_id": t, "frame": f} for t, f in ((5, 42), (6, 45),
+                                                                                                  (7, 45))]
+    s = report.check_switches(events, {"cam": {"id": "cam"}}, run, (gt, {}, {}, {}))
+    assert (s["detected"], s["real"], s["false"], s["unclear"]) == (3, 1, 1, 1)
+    assert [(e["before"], e["after"], e["verdict"]) for e in s["events"]] == [
+        ("P", "Q", "real"), ("R", "R", "false"), ("S", None, "unclear")]
