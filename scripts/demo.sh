@@ -77,6 +77,8 @@ detector:
 reid:
   model: "$OUT/apnet.int8.onnx"   # the site-adapted APNet, INT8
   backend: onnxruntime
+  switch_below: 0                 # no tracker-switch rule: with this model 0 of its 15 detections on 7 scenes were
+  #                               # real, and IDF1 rose on all 7 without it (docs/benchmarks.md, seventh session)
 matcher:
   threshold: ${MATCH_THRESHOLD:-0.7}          # site APNet on its held-out tracks: same person median 0.75, others p95 0.68
   bank_size: 3                    # 3 looks per identity, provisional ids revised for 8 s: against the people
