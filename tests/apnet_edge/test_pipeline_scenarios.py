@@ -21,11 +21,14 @@ needs_shared = pytest.mark.skipif(not all(p.exists() for p in NEEDED),
 FRAMES = 40
 
 
-def _report_module():
-    spec = importlib.util.spec_from_file_location("pipeline_report", ROOT / "scripts" / "pipeline_report.py")
+def _script_module(name: str = "pipeline_report"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+_report_module = _script_module
 
 
 @needs_shared
@@ -278,13 +281,6 @@ def test_vtest_labels_fit_the_reference_run(tmp_path: Path) -> None:
     assert len(labels) == len(early)
 
 
-def _scenes_module():
-    spec = importlib.util.spec_from_file_location("vtest_scenes", ROOT / "scripts" / "vtest_scenes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @needs_shared
 def test_vtest_scenes_are_valid_cams_files_that_cover_the_video() -> None:
     """scripts/vtest_scenes.py: every scene, built on configs/cams.example.yaml, passes the cams schema; side-by-side
@@ -294,7 +290,7 @@ def test_vtest_scenes_are_valid_cams_files_that_cover_the_video() -> None:
     from apnet_edge.errors import ConfigError
     from apnet_edge.pipeline.schema import parse_cams
 
-    vs = _scenes_module()
+    vs = _script_module("vtest_scenes")
     base = ROOT / "configs" / "cams.example.yaml"
     raw = yaml.safe_load(base.read_text())
     vs.apply_sets(raw, ["reid.refresh_frames=6", "matcher.threshold=0.6"])
