@@ -351,28 +351,28 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
             "persons_in_several_cameras_with_one_gid": sum(1 for p in multi if len(gids_of[p]) == 1),
             "persons": person_breakdown(sorted(multi, key=str), person, boxes, gid, events),
             "identity": None if truth is None else mtmc_idf1(truth),
-            "switches": None if truth is None else check_switches(events, info, run, truth)}
+            "switches": None if truth is None else check_switches(events, boxes, truth)}
 
 
 SWITCH_BEFORE = (15, 40)  # source frames before a track_switched event whose labelled person is "before"
 SWITCH_AFTER = 20  # source frames from the event on whose labelled person is "after"
 
 
-def check_switches(events: list[dict[str, Any]], info: dict[str, dict[str, Any]], run: Path, truth: Truth
+def check_switches(events: list[dict[str, Any]], boxes: dict[tuple[str, int], dict[int, Box]], truth: Truth
                    ) -> dict[str, Any]:
-    """Each ``track_switched`` event against the labelled persons: the person the track's boxes follow 15-40 source
-    frames before the event (before the held crops) and in the 20 frames from it. ``real``: two different persons;
-    ``false``: the same one; ``unclear``: either side has no labelled box (the track ends, an unlabelled person)."""
+    """Each ``track_switched`` event against the labelled persons: the person the track's ``boxes`` ((camera, track)
+    -> source frame -> box in source pixels) follow 15-40 source frames before the event (before the held crops) and
+    in the 20 frames from it. ``real``: two different persons; ``false``: the same one; ``unclear``: either side has
+    no labelled box (the track ends, an unlabelled person)."""
     gt = truth[0]
     counts: Counter[str] = Counter()
     rows = []
-    tracks = {c: _shift(read_mot(run / f"{c}.local.txt"), ci.get("roi")) for c, ci in info.items()}
 
-    def follows(c: str, boxes: dict[int, Box], frames: range) -> Optional[Person]:
+    def follows(c: str, track: dict[int, Box], frames: range) -> Optional[Person]:
         votes: Counter[Person] = Counter()
         for g in frames:
-            if g in boxes:
-                iou, p = max(((_iou(boxes[g], b), q) for q, b in gt.get((c, g), ())), default=(0.0, None),
+            if g in track:
+                iou, p = max(((_iou(track[g], b), q) for q, b in gt.get((c, g), ())), default=(0.0, None),
                              key=lambda x: x[0])
                 if iou >= 0.5 and p is not None:
                     votes[p] += 1
@@ -382,9 +382,9 @@ def check_switches(events: list[dict[str, Any]], info: dict[str, dict[str, Any]]
         if e["type"] != "track_switched":
             continue
         c, t, f = e["camera"], e["track_id"], e["frame"]
-        boxes = tracks.get(c, {}).get(t, {})
-        before = follows(c, boxes, range(f - SWITCH_BEFORE[1], f - SWITCH_BEFORE[0]))
-        after = follows(c, boxes, range(f, f + SWITCH_AFTER))
+        track = boxes.get((c, t), {})
+        before = follows(c, track, range(f - SWITCH_BEFORE[1], f - SWITCH_BEFORE[0]))
+        after = follows(c, track, range(f, f + SWITCH_AFTER))
         verdict = "unclear" if before is None or after is None else "real" if before != after else "false"
         counts[verdict] += 1
         rows.append({"camera": c, "track_id": t, "frame": f, "before": before, "after": after, "verdict": verdict})

@@ -313,21 +313,20 @@ def test_vtest_scenes_are_valid_cams_files_that_cover_the_video() -> None:
         vs.scene_cameras("fifths", source, size, frames)
 
 
-def test_report_checks_switch_detections_against_the_labels(tmp_path: Path) -> None:
+def test_report_checks_switch_detections_against_the_labels() -> None:
     """A track_switched event is real when the track follows another labelled person after it than 15-40 frames
     before it, false when the same one, unclear when a side has no labelled box."""
     report = _report_module()
-    run = tmp_path / "run"
-    run.mkdir()
-    rows = [(f, 5, 20) for f in range(1, 61)] + [(f, 6, 200) for f in range(1, 61)] + [(f, 7, 400) for f in range(1, 43)]
-    (run / "cam.local.txt").write_text("".join(f"{f},{t},{x},10,30,80,0.9,-1,-1,-1\n" for f, t, x in rows))
+    boxes: dict = {}
+    for t, x, last in ((5, 20, 60), (6, 200, 60), (7, 400, 42)):
+        boxes[("cam", t)] = {f: (float(x), 10.0, x + 30.0, 90.0) for f in range(1, last + 1)}
     gt: dict = {}
     for f in range(1, 61):  # P then Q at track 5's place (the tracker switched), R all along at track 6's, S at 7's
         gt[("cam", f)] = [("P" if f <= 40 else "Q", (20.0, 10.0, 50.0, 90.0)), ("R", (200.0, 10.0, 230.0, 90.0)),
                           ("S", (400.0, 10.0, 430.0, 90.0))]
     events = [{"type": "track_switched", "camera": "cam", "track_id": t, "frame": f} for t, f in ((5, 42), (6, 45),
                                                                                                   (7, 45))]
-    s = report.check_switches(events, {"cam": {"id": "cam"}}, run, (gt, {}, {}, {}))
+    s = report.check_switches(events, boxes, (gt, {}, {}, {}))
     assert (s["detected"], s["real"], s["false"], s["unclear"]) == (3, 1, 1, 1)
     assert [(e["before"], e["after"], e["verdict"]) for e in s["events"]] == [
         ("P", "Q", "real"), ("R", "R", "false"), ("S", None, "unclear")]
