@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from apnet_edge.errors import ConfigError  # noqa: E402
+from apnet_edge.errors import ApnetError, ConfigError  # noqa: E402
 from apnet_edge.pipeline.schema import parse_cams  # noqa: E402
 
 SCENES = ("halves", "cut320", "cut448", "thirds", "time_halves", "time3", "four")
@@ -89,27 +89,24 @@ def apply_sets(raw: dict[str, Any], sets: list[str]) -> None:
 
 
 def source_facts(source: str) -> tuple[tuple[int, int], int]:
-    """((width, height) in pixels, frame count) of a video file."""
-    import cv2
+    """((width, height) in pixels, frame count) of a video file (ApnetError when it cannot be read)."""
+    from apnet_edge.crops import read_frames, video_frame_count
 
-    cap = cv2.VideoCapture(source)
-    try:
-        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-    if min(size) <= 0 or frames <= 0:
-        raise ConfigError(f"cannot read the size and length of {source!r}; the scenes need a video file")
-    return size, frames
+    frames = video_frame_count(source)
+    if frames <= 0:
+        raise ConfigError(f"{source!r} does not say how many frames it has; the scenes need a video file")
+    height, width = read_frames(source, [0])[0].shape[:2]
+    return (width, height), frames
 
 
-def run_quietly(cfg: Any) -> None:
+def run_quietly(cfg: Any, **models: Any) -> None:
+    """``run_pipeline(cfg, **models)`` without its progress output (``models``: prebuilt ``detector``, ``reid``)."""
     from apnet_edge.pipeline.run import run_pipeline
 
     logging.disable(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            run_pipeline(cfg)
+            run_pipeline(cfg, **models)
     finally:
         logging.disable(logging.NOTSET)
 
@@ -152,14 +149,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         for s in scenes:
             if s not in SCENES:
                 raise ConfigError(f"unknown scene {s!r}; choose from {', '.join(SCENES)}")
-        source = parse_cams(raw_base, base.resolve().parent).cameras[0].source
+        base_cfg = parse_cams(raw_base, base.resolve().parent)
+        source = base_cfg.cameras[0].source
         size, frames = source_facts(source)
-    except (ConfigError, OSError) as exc:
+    except (ApnetError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     reference = Path(args.reference) if args.reference else out / "reference"
     ensure_reference(reference)
+    from apnet_edge.pipeline.run import build_detector, build_reid
+
+    # every scene runs the base's detector and re-ID model: build them once
+    models = {"detector": build_detector(base_cfg.detector), "reid": build_reid(base_cfg.reid)}
     rows = []
     for scene in scenes:
         raw = copy.deepcopy(raw_base)
@@ -174,7 +176,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: {base} as scene {scene}: {exc}", file=sys.stderr)
             return 2
         t0 = time.perf_counter()
-        run_quietly(cfg)
+        run_quietly(cfg, **models)
         sc = pipeline_report.score_against(out / scene, reference, Path(args.labels))
         ident, pairs, sw = sc["identity"], sc["across_cameras"], sc["switches"]
         rows.append({"scene": scene, "idf1": ident["idf1"], "idp": ident["idp"], "idr": ident["idr"],
