@@ -339,13 +339,13 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                              t=round(frame.timestamp, 3), gid=matcher.release(frame.camera_id, tb.track_id),
                              box=[round(v, 1) for v in tb.box])
                     matcher.observe(frame.camera_id, tb.track_id, tb.box, size, frame.timestamp)
-                    # only good crops (not truncated, quality >= matcher.min_crop_quality) reach the matcher
-                    e = st.good_embedding if st is not None else None
+                    # only good crops (not truncated, quality >= matcher.min_crop_quality) reach the matcher; the
+                    # good-crop mean is normalised only when it is handed over (a fresh crop, or a track to match)
                     if matcher.gid_of(frame.camera_id, tb.track_id) is not None:
-                        fresh = st is not None and st.last_good_frame == frame.index
-                        matcher.update(frame.camera_id, tb.track_id, e if fresh else None, frame.timestamp)
-                    elif (e is not None and st is not None and st.frames_seen >= cfg.matcher.min_track_frames
-                          and st.good_count >= cfg.matcher.min_good_crops):
+                        fresh = st.good_embedding if st is not None and st.last_good_frame == frame.index else None
+                        matcher.update(frame.camera_id, tb.track_id, fresh, frame.timestamp)
+                    elif (st is not None and st.frames_seen >= cfg.matcher.min_track_frames
+                          and st.good_count >= cfg.matcher.min_good_crops and (e := st.good_embedding) is not None):
                         pending.append((frame.camera_id, tb.track_id, e))
             for rv in matcher.revise(now):  # provisional ids that now clearly belong to another identity
                 emit("identity_revised", gid_from=rv.gid_from, gid_to=rv.gid_to, camera=rv.camera_id,
