@@ -19,8 +19,10 @@ openvino-int8       CPU INT8 Q/DQ ONNX         OpenVINO
 initialisation, exports and quantizes each, and measures all of them on every variant, interleaved round by round
 (the machine may be shared: each cell keeps the best of ``rounds`` measurements, and every level of a variant is
 measured within seconds of the others). The attention overhead of a variant is ``1 - ips(level 2) / ips(level 0)``,
-the limit (:data:`MAX_ATTENTION_OVERHEAD`) applies to it; ``1 - ips(level 2) / ips(level 1)``, the cost of the pyramid
-beyond SE, is reported too (``pyramid_over_se``): the supplementary's 25 % compares APNet-C with SE-ResNet.
+and ``1 - ips(level 2) / ips(level 1)`` is the cost of the pyramid beyond SE (``pyramid_over_se``). The limit
+(:data:`MAX_ATTENTION_OVERHEAD`, 15 %) is judged on both: ``passed`` on the pyramid beyond SE, the comparison behind
+the supplementary's 25 % (APNet-C 395 against SE-ResNet 526 images/s), and ``passed_vs_plain`` on the whole attention
+against the plain ResNet-50, which also charges SE's own cost to the pyramid (stricter than the paper).
 Throughput does not depend on the weights' values, so random weights measure speed correctly; the gate cosines of
 :func:`backend_matrix` need a trained model.
 """
@@ -255,13 +257,15 @@ def table3(calib: Sequence[np.ndarray], out_dir: PathLike, variants: Sequence[st
     over_se = {v: {str(b): round(1.0 - speed[v][2][b]["images_per_s"] / speed[v][1][b]["images_per_s"], 4)
                    for b in batches} for v in active}
     worst = max((o for per in overhead.values() for o in per.values()), default=None)
+    worst_se = max((o for per in over_se.values() for o in per.values()), default=None)
     return {"backbone": backbone, "input_size": list(input_size), "batches": list(batches), "rounds": rounds,
             "seconds": seconds, "threads": threads, "levels": {str(k): v for k, v in info.items()},
             "speed": {v: {str(lv): {str(b): s for b, s in cell.items()} for lv, cell in per.items()}
                       for v, per in speed.items()},
             "attention_overhead": overhead, "pyramid_over_se": over_se, "worst_overhead": worst,
-            "max_allowed_overhead": MAX_ATTENTION_OVERHEAD,
-            "passed": worst is not None and worst <= MAX_ATTENTION_OVERHEAD, "skipped": skipped,
+            "worst_pyramid_over_se": worst_se, "max_allowed_overhead": MAX_ATTENTION_OVERHEAD,
+            "passed": worst_se is not None and worst_se <= MAX_ATTENTION_OVERHEAD,
+            "passed_vs_plain": worst is not None and worst <= MAX_ATTENTION_OVERHEAD, "skipped": skipped,
             "openvino_static_shapes": static_shapes, "machine": machine_info()}
 
 
@@ -280,9 +284,17 @@ def format_table3(result: dict[str, Any]) -> str:
     if "pyramid_over_se" in result:  # results written before it was recorded lack it
         se = " | ".join(f"{100 * result['pyramid_over_se'][v][str(b)]:.1f} %" for v, b in cols)
         lines.append(f"| pyramid beyond SE (1 - L2/L1; the paper's 25 % is this comparison) | | | {se} |")
-    verdict = "passed" if result["passed"] else "FAILED"
-    lines.append(f"\nworst overhead {100 * (result['worst_overhead'] or 0):.1f} % "
-                 f"(limit {100 * result['max_allowed_overhead']:.0f} %): {verdict}")
+    limit = f"limit {100 * result['max_allowed_overhead']:.0f} %"
+    if "worst_pyramid_over_se" in result:
+        lines.append(f"\npyramid beyond SE (the paper's comparison), worst cell "
+                     f"{100 * (result['worst_pyramid_over_se'] or 0):.1f} % ({limit}): "
+                     f"{'passed' if result['passed'] else 'FAILED'}")
+        lines.append(f"whole attention against the plain ResNet-50 (stricter), worst cell "
+                     f"{100 * (result['worst_overhead'] or 0):.1f} % ({limit}): "
+                     f"{'passed' if result['passed_vs_plain'] else 'FAILED'}")
+    else:  # a result written before the verdict was judged on the pyramid beyond SE: passed was on level 0
+        lines.append(f"\nworst overhead {100 * (result['worst_overhead'] or 0):.1f} % ({limit}): "
+                     f"{'passed' if result['passed'] else 'FAILED'}")
     for v, why in result.get("skipped", {}).items():
         lines.append(f"skipped {v}: {why}")
     lines.append(_shapes_line(result))
