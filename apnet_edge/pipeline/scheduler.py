@@ -22,8 +22,8 @@ the track now follows someone else: its good-crop mean restarts from them and :a
 so the run loop unbinds the track from its identity and matches it anew. A crop that fits again drops the held ones
 (an occlusion, a bad crop). The relative test keeps a model whose crops of one person scatter widely from seeing
 switches everywhere, but not every model: on vtest.avi 31 of 35 detections were real with OpenVINO's 0248, none of
-15 with the demo's site APNet (``scripts/pipeline_report.py --labels`` checks them), so the demo sets
-``switch_below: 0``.
+15 with the demo's site APNet (``scripts/pipeline_report.py --labels`` checks them). So the rule is off by default
+(``switch_below: 0``) and the 0248 scene files turn it on.
 """
 
 from __future__ import annotations

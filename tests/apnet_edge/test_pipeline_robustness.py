@@ -365,7 +365,7 @@ def test_looped_run_state_stays_bounded(tmp_path: Path) -> None:
 
 
 def test_a_track_the_tracker_moves_to_another_person_is_matched_anew(tmp_path: Path) -> None:
-    """reid.switch_below (on by default): from source frame 12 on, the one track's crops look like someone else
+    """reid.switch_below (off by default, on here): from source frame 12 on, the one track's crops look like someone else
     (orthogonal embeddings): after two such crops the track leaves its identity (track_switched) and founds a new one;
     the global-id MOT file shows the change from that frame on, the local one keeps the track id."""
     from apnet_edge.pipeline.run import run_pipeline
@@ -378,7 +378,7 @@ def test_a_track_the_tracker_moves_to_another_person_is_matched_anew(tmp_path: P
             return e
 
     video = _counting_video(tmp_path / "count.avi", 24)
-    cfg = _cfg(tmp_path, [{"id": "a", "source": str(video)}], refresh_frames=1)  # the defaults: 0.5 and 3 sigmas
+    cfg = _cfg(tmp_path, [{"id": "a", "source": str(video)}], refresh_frames=1, switch_below=0.5)  # 3 sigmas
     s = run_pipeline(cfg, detector=FakeDetector(), reid=TwoPeople())
     assert not s["failures"]
     events = _events(tmp_path)
@@ -389,8 +389,8 @@ def test_a_track_the_tracker_moves_to_another_person_is_matched_anew(tmp_path: P
     rows = [line.split(",") for line in (tmp_path / "out" / "a.global.txt").read_text().splitlines()]
     assert {int(r[1]) for r in rows if int(r[0]) <= 13} == {1} and {int(r[1]) for r in rows if int(r[0]) >= 14} == {2}
     assert {line.split(",")[1] for line in (tmp_path / "out" / "a.local.txt").read_text().splitlines()} == {"1"}
-    # switch_below 0 turns it off: the same run keeps one identity
-    cfg = _cfg(tmp_path, [{"id": "a", "source": str(video)}], refresh_frames=1, switch_below=0.0)
+    # the default (switch_below 0) leaves it off: the same run keeps one identity
+    cfg = _cfg(tmp_path, [{"id": "a", "source": str(video)}], refresh_frames=1)
     run_pipeline(cfg, detector=FakeDetector(), reid=TwoPeople())
     events = _events(tmp_path)
     assert not [e for e in events if e["type"] == "track_switched"]
