@@ -14,6 +14,7 @@ from export.backend_table import (
     backend_matrix,
     format_matrix,
     format_table3,
+    judge_overheads,
     parse_variants,
     prepare_model,
     table3,
@@ -30,6 +31,22 @@ def test_parse_variants() -> None:
     assert parse_variants("ort-fp32, ort-int8") == ["ort-fp32", "ort-int8"]
     with pytest.raises(ApnetError, match="unknown backend variant"):
         parse_variants("ort-fp16")
+
+
+def test_the_limit_is_judged_on_the_pyramid_beyond_se() -> None:
+    """Images/s where the two readings disagree: OpenVINO at batch 1 loses 20 % to the whole attention (level 2 against
+    level 0) but only 5 % to the pyramid beyond SE (level 2 against level 1): ``passed`` (the supplementary's
+    comparison) holds, ``passed_vs_plain`` does not; a pyramid costing 20 % over SE fails both."""
+    def speed(l0: float, l1: float, l2: float) -> dict:
+        return {lv: {1: {"images_per_s": ips}} for lv, ips in ((0, l0), (1, l1), (2, l2))}
+
+    j = judge_overheads({"ort-int8": speed(100, 95, 92), "openvino-int8": speed(300, 252.6, 240)}, [1])
+    assert j["attention_overhead"] == {"ort-int8": {"1": 0.08}, "openvino-int8": {"1": 0.2}}
+    assert j["pyramid_over_se"]["openvino-int8"]["1"] == pytest.approx(0.05, abs=1e-3)
+    assert (j["worst_overhead"], j["passed"], j["passed_vs_plain"]) == (0.2, True, False)
+    j = judge_overheads({"ort-int8": speed(100, 100, 80)}, [1])
+    assert (j["worst_pyramid_over_se"], j["passed"], j["passed_vs_plain"]) == (0.2, False, False)
+    assert judge_overheads({"ort-int8": speed(100, 98, 90)}, [1])["passed_vs_plain"] is True
 
 
 def test_table3_tiny(tmp_path) -> None:
