@@ -62,23 +62,19 @@ def test_train_without_torch_names_the_extra(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
 
 
-def test_run_with_onnx_models_needs_no_heavy_library(tmp_path: Path) -> None:
+def test_run_with_onnx_models_needs_no_heavy_library(tmp_path: Path, vtest_path: Path, yolox_path: Path,
+                                                    reid0248_path: Path) -> None:
     """`apnet-edge run` on real video with ONNX models works with torch, Ultralytics, OpenVINO, TensorRT and the CUDA
     bindings unimportable (an edge box with numpy, OpenCV, the tracker and ONNX Runtime only): backend auto falls back
     to ONNX Runtime."""
-    shared = ROOT.parent / "shared"
-    video, det = shared / "data" / "vtest.avi", shared / "models" / "yolox_nano.onnx"
-    reid = shared / "models" / "person-reidentification-retail-0248.onnx"
-    if not (video.exists() and det.exists() and reid.exists()):
-        pytest.skip("../shared video/models absent (vtest.avi, yolox_nano.onnx, 0248 re-ID)")
     pytest.importorskip("supervision")
     cams = tmp_path / "cams.yaml"
     cams.write_text(textwrap.dedent(f"""
         cameras:
-          - {{id: left, source: {video}, roi: [0, 0, 384, 576]}}
-          - {{id: right, source: {video}, roi: [384, 0, 768, 576]}}
-        detector: {{model: {det}, threads: 1}}
-        reid: {{model: {reid}, card: {ROOT / "configs" / "reid_0248.card.json"}, threads: 1}}
+          - {{id: left, source: {vtest_path}, roi: [0, 0, 384, 576]}}
+          - {{id: right, source: {vtest_path}, roi: [384, 0, 768, 576]}}
+        detector: {{model: {yolox_path}, threads: 1}}
+        reid: {{model: {reid0248_path}, card: {ROOT / "configs" / "reid_0248.card.json"}, threads: 1}}
         outputs: {{dir: {tmp_path / "out"}, video: none, log_every_s: 0}}
         max_frames: 5
         """))

@@ -28,9 +28,6 @@ def _script_module(name: str = "pipeline_report"):
     return mod
 
 
-_report_module = _script_module
-
-
 @needs_shared
 @pytest.mark.parametrize("name, first_frames", [
     ("cams.time_halves.yaml", {"first": 0, "second": 398}),
@@ -70,7 +67,7 @@ def test_scenario_config_runs_and_writes_well_formed_outputs(tmp_path: Path, nam
             assert all(float(r[4]) > 0 and float(r[5]) > 0 and 0.0 <= float(r[6]) <= 1.0 for r in rows)
         assert {int(r[1]) for r in glob} <= gids
 
-    r = _report_module().report(out)
+    r = _script_module().report(out)
     assert r["identities_created"] == s["identities_created"]
     assert r["global_ids"] <= len(gids) - r["identities_merged"]  # revised ids: merged identities vanish
     assert r["handoffs"] == s["events"].get("handoff", 0)
@@ -98,7 +95,7 @@ def test_report_scores_identities_against_a_reference_run(tmp_path: Path, capsys
     good = [{"type": "identity_created", "gid": 1, "camera": "left", "track_id": 1},
             {"type": "identity_created", "gid": 2, "camera": "right", "track_id": 6},
             {"type": "handoff", "gid": 1, "from_camera": "left", "to_camera": "right", "track_id": 5}]
-    report = _report_module()
+    report = _script_module()
     s = report.score_against(_write_run(tmp_path / "good", cams, mot, good), ref)
     assert s["tracks_matched_to_reference"] == 3 and s["tracks_with_gid_scored"] == 3
     assert s["across_cameras"]["precision"] == 1.0 and s["across_cameras"]["recall"] == 1.0
@@ -150,7 +147,7 @@ def test_report_scores_against_persons_labelled_by_eye(tmp_path: Path, capsys) -
     labels.write_text("persons: {A: returns, B: first half, C: second half}\nsegments:\n"
                       "  - [1, 0, 2, A, [20, 10, 50, 90]]\n  - [3, 5, 6, A, [20, 10, 50, 90]]\n"
                       "  - [2, 0, 2, B, [140, 10, 170, 90]]\n  - [2, 3, 6, C, [140, 10, 170, 90]]\n")
-    report = _report_module()
+    report = _script_module()
     # against the reference's tracks, A's return is another person: the right hand-off counts as a wrong merge
     a = report.score_against(run, ref)["across_cameras"]
     assert (a["same_person_same_gid"], a["other_person_same_gid"], a["same_person_other_gid"]) == (0, 1, 1)
@@ -216,7 +213,7 @@ def test_report_contact_sheets_cut_each_track_from_the_source(tmp_path: Path) ->
     ids = [{"type": "identity_created", "gid": 1, "camera": "left", "track_id": 1},
            {"type": "identity_created", "gid": 2, "camera": "right", "track_id": 5}]
     run = _write_run(tmp_path / "run", cams, mot, ids)
-    report = _report_module()
+    report = _script_module()
     assert report.main([str(run), "--reference", str(ref), "--sheets", str(tmp_path / "sheets")]) == 0
     (sheet,) = (tmp_path / "sheets").iterdir()
     assert sheet.name == "person_001_split.png"  # one person, two global ids
@@ -245,7 +242,7 @@ def test_cut_cameras_scored_against_the_uncut_reference_on_real_video(tmp_path: 
             outputs=dataclasses.replace(cfg.outputs, dir=str(out), video="none", report=False, log_every_s=0.0))
         run_pipeline(cfg)
         runs[name] = out
-    s = _report_module().score_against(runs["cams.example.yaml"], runs["cams.full.yaml"])
+    s = _script_module().score_against(runs["cams.example.yaml"], runs["cams.full.yaml"])
     # every person in the first 4 s is tracked in both the cut and the uncut view: nearly all tracks find theirs
     assert s["tracks"] >= 4 and s["tracks_matched_to_reference"] >= 0.8 * s["tracks"]
     a = s["across_cameras"]
@@ -276,7 +273,7 @@ def test_vtest_labels_fit_the_reference_run(tmp_path: Path) -> None:
     assert len(early) == 20
     part = tmp_path / "early.yaml"
     part.write_text(yaml.safe_dump({"persons": doc["persons"], "segments": early}))
-    report = _report_module()
+    report = _script_module()
     labels = report.read_labels(part, report.read_mot(out / "full.local.txt"))
     assert len(labels) == len(early)
 
@@ -316,7 +313,7 @@ def test_vtest_scenes_are_valid_cams_files_that_cover_the_video() -> None:
 def test_report_checks_switch_detections_against_the_labels() -> None:
     """A track_switched event is real when the track follows another labelled person after it than 15-40 frames
     before it, false when the same one, unclear when a side has no labelled box."""
-    report = _report_module()
+    report = _script_module()
     boxes: dict = {}
     for t, x, last in ((5, 20, 60), (6, 200, 60), (7, 400, 42)):
         boxes[("cam", t)] = {f: (float(x), 10.0, x + 30.0, 90.0) for f in range(1, last + 1)}
