@@ -354,8 +354,8 @@ def score_against(run: Path, reference: Path, labels: Optional[Path] = None) -> 
             "switches": None if truth is None else check_switches(events, boxes, truth)}
 
 
-SWITCH_BEFORE = (15, 40)  # source frames before a track_switched event whose labelled person is "before"
-SWITCH_AFTER = 20  # source frames from the event on whose labelled person is "after"
+VOTE_BEFORE_SWITCH = (15, 40)  # source frames before a track_switched event whose labelled person is "before"
+VOTE_FROM_SWITCH = 20  # source frames from the event on whose labelled person is "after"
 
 
 def check_switches(events: list[dict[str, Any]], boxes: dict[tuple[str, int], dict[int, Box]], truth: Truth
@@ -383,8 +383,8 @@ def check_switches(events: list[dict[str, Any]], boxes: dict[tuple[str, int], di
             continue
         c, t, f = e["camera"], e["track_id"], e["frame"]
         track = boxes.get((c, t), {})
-        before = follows(c, track, range(f - SWITCH_BEFORE[1], f - SWITCH_BEFORE[0]))
-        after = follows(c, track, range(f, f + SWITCH_AFTER))
+        before = follows(c, track, range(f - VOTE_BEFORE_SWITCH[1], f - VOTE_BEFORE_SWITCH[0]))
+        after = follows(c, track, range(f, f + VOTE_FROM_SWITCH))
         verdict = "unclear" if before is None or after is None else "real" if before != after else "false"
         counts[verdict] += 1
         rows.append({"camera": c, "track_id": t, "frame": f, "before": before, "after": after, "verdict": verdict})
