@@ -7,7 +7,8 @@ setting that helps one scene can hurt another. Tune on the mean over all of them
     python scripts/vtest_scenes.py --base configs/cams.example.yaml --out runs/scenes --set reid.refresh_frames=6
 
 Each scene takes the base file's detector, tracker, re-ID and matcher settings (``--set section.key=value`` changes
-one, value in YAML) and replaces its cameras, all reading the base's first camera's source:
+one, value in YAML; not the topology or outputs, which each scene sets) and replaces its cameras, all reading the
+base's first camera's source:
 
 - ``halves``, ``cut320``, ``cut448``, ``thirds``: side-by-side regions of interest cut at x = 384, 320, 448 and at
   thirds (people walk from one into the next), with edge transits of 0-5 s between neighbours, bonus 0.15, as in
@@ -46,6 +47,7 @@ from apnet_edge.pipeline.schema import parse_cams  # noqa: E402
 SCENES = ("halves", "cut320", "cut448", "thirds", "time_halves", "time3", "four")
 CUTS = {"halves": (0.5,), "cut320": (320 / 768,), "cut448": (448 / 768,), "thirds": (1 / 3, 2 / 3)}
 TRANSIT = {"min_s": 0.0, "max_s": 5.0, "bonus": 0.15}
+SCENE_KEYS = ("matcher.topology", "outputs")  # what every scene sets itself: a --set there would be lost
 
 
 def scene_cameras(scene: str, source: str, size: tuple[int, int], frames: int) -> tuple[list[dict[str, Any]],
@@ -82,6 +84,9 @@ def apply_sets(raw: dict[str, Any], sets: list[str]) -> None:
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--set {s!r}: expected section.key=value, e.g. reid.refresh_frames=6")
+        if key in SCENE_KEYS or section in SCENE_KEYS:
+            raise ConfigError(f"--set {s!r}: each scene sets {key} itself (cameras, topology and outputs are the "
+                              f"scene's); change the detector, tracker, reid or matcher settings")
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise ConfigError(f"--set {s!r}: {section!r} is not a section of the cams file")

@@ -306,6 +306,9 @@ def test_vtest_scenes_are_valid_cams_files_that_cover_the_video() -> None:
     assert len(vs.scene_cameras("thirds", source, size, frames)[0]) == 3
     with pytest.raises(ConfigError, match="section.key=value"):
         vs.apply_sets(raw, ["refresh_frames=6"])
+    for lost in ("matcher.topology=[]", "outputs.video=mosaic"):  # each scene replaces these: refused, not dropped
+        with pytest.raises(ConfigError, match="each scene sets"):
+            vs.apply_sets(raw, [lost])
     with pytest.raises(ConfigError, match="unknown scene"):
         vs.scene_cameras("fifths", source, size, frames)
 
