@@ -232,7 +232,8 @@ def build_engine(plan: BuildPlan, force: bool = False, calib_crops: Any = None) 
         plan.calib_cache.parent.mkdir(parents=True, exist_ok=True)
         # crops given: calibrate on them into a fresh file (Polygraphy's calibrator would replay an existing cache
         # and never look at the crops); it replaces the old cache only once the engine is built
-        fresh_cache = plan.calib_cache.with_name(f".{plan.calib_cache.name}.{os.getpid()}.tmp") if data is not None else None
+        if data is not None:
+            fresh_cache = plan.calib_cache.with_name(f".{plan.calib_cache.name}.{os.getpid()}.tmp")
         calibrator = make_calibrator(data, fresh_cache or plan.calib_cache)
         calibration = {"cache": str(plan.calib_cache), "algorithm": "IInt8EntropyCalibrator2",
                        "folder": str(plan.request.calib_dir) if plan.request.calib_dir else None,

@@ -7,7 +7,8 @@ Reads ``events.jsonl`` (and ``summary.json`` and the ``<camera>.local.txt`` MOT 
 
 - per camera: frames processed, local tracks, tracks that got a global id, error;
 - identities created (and provisional ids revised: ``identity_revised``, the track's last id counts; tracks matched
-  anew after a tracker switch: ``track_switched``), hand-offs (per ``from -> to`` camera pair; ``a -> a`` is a re-entry into the same camera);
+  anew after a tracker switch: ``track_switched``), hand-offs (per ``from -> to`` camera pair; ``a -> a`` is a
+  re-entry into the same camera);
 - global ids by the number of cameras they were seen in, and per camera pair the global ids seen in both;
 - a geometric check for cameras cut from the SAME source (as in ``configs/cams.*.yaml``): tracks of two such cameras
   are the same person when their boxes, mapped back to source pixels through each camera's ``roi``, meet at the

@@ -1,4 +1,4 @@
-"""Score one set of pipeline settings on seven multi-camera scenes cut from ``vtest.avi``, against people labelled by eye.
+"""Score one set of pipeline settings on seven multi-camera scenes cut from ``vtest.avi``, against labelled people.
 
 One scene is one draw: where the cut lies and which tracks start where change which ids a run gets wrong, and a
 setting that helps one scene can hurt another. Tune on the mean over all of them::
@@ -189,8 +189,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "with_one_gid": sc["persons_in_several_cameras_with_one_gid"],
                      "switches": {k: sw[k] for k in ("detected", "real", "false", "unclear")},
                      "wall_s": round(time.perf_counter() - t0, 1)})
-        print(f"{scene:12s} IDF1 {ident['idf1']:.3f} (IDP {ident['idp']:.3f} IDR {ident['idr']:.3f})  cross-camera pairs "
-              f"P {pairs['precision']} R {pairs['recall']} F1 {pairs['f1']}  one id {rows[-1]['with_one_gid']} of "
+        print(f"{scene:12s} IDF1 {ident['idf1']:.3f} (IDP {ident['idp']:.3f} IDR {ident['idr']:.3f})  "
+              f"cross-camera pairs P {pairs['precision']} R {pairs['recall']} F1 {pairs['f1']}  one id {rows[-1]['with_one_gid']} of "
               f"{rows[-1]['persons_in_several_cameras']}  switches {sw['real']} real / {sw['false']} false / "
               f"{sw['unclear']} unclear  ({rows[-1]['wall_s']} s)", flush=True)
     mean = round(sum(r["idf1"] for r in rows) / len(rows), 4) if rows else None

@@ -47,8 +47,8 @@ it, newest kept), and a track's similarity to an identity is the best over the b
 in one camera and from the side in another keeps both looks, and bad early crops never reach the bank. (Keeping the
 looks of all live tracks as well, for a person seen by two cameras at once, cost cross-camera precision on vtest.avi:
 0.32 -> 0.24 with four cameras, by the pseudo ground truth of the time; not re-measured against the people labelled by
-eye, which put ``bank_size`` 3 above 1.) The resume rule uses the identity's last sighting in the new track's own camera, not
-wherever it was seen last, so it also holds for a person seen in another camera at the same time.
+eye, which put ``bank_size`` 3 above 1.) The resume rule uses the identity's last sighting in the new track's own
+camera, not wherever it was seen last, so it also holds for a person seen in another camera at the same time.
 
 Provisional ids: for ``revise_window_s`` seconds of stream time after a track got its id, each new good embedding of
 the track is re-checked (:meth:`CrossCameraMatcher.revise`). When another identity it may join (same rules as

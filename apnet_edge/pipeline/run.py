@@ -333,7 +333,7 @@ def run_pipeline(cfg: CamsConfig, stop: Optional[threading.Event] = None, detect
                 size = (frame.image.shape[1], frame.image.shape[0])
                 for tb in tracked:
                     st = scheduler.tracks.get((frame.camera_id, tb.track_id))
-                    if st is not None and st.switched:  # the tracker moved the track to someone else (reid.switch_below)
+                    if st is not None and st.switched:  # the tracker moved the track to someone else (switch_below)
                         st.switched = False
                         emit("track_switched", camera=frame.camera_id, track_id=tb.track_id, frame=frame.index,
                              t=round(frame.timestamp, 3), gid=matcher.release(frame.camera_id, tb.track_id),

@@ -136,8 +136,8 @@ class ReidConfig:
     ref_box_height: int = 160  # box height at which the size part of the quality reaches 1
     crop_pad: float = 0.0  # context around each box given to the re-ID model, a fraction of its width/height per side
     flip: bool = False  # embed each crop and its mirror image and average them (twice the re-ID work)
-    switch_below: float = 0.0  # > 0: a good crop with cosine similarity under this to its track's look is held (0 = off;
-    #                          the rule is right or wrong depending on the model: check it with --labels first)
+    switch_below: float = 0.0  # > 0: a good crop with cosine similarity under this to its track's look is held
+    #                          (0 = off: the rule is right or wrong depending on the model; check it with --labels)
     switch_crops: int = 2  # that many held crops in a row: the tracker moved the track to someone else, matched anew
     switch_sigmas: float = 3.0  # > 0: and under the track's mean crop similarity minus this many standard deviations
 
